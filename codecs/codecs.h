@@ -1,0 +1,145 @@
+/* migstream codecs: what turns a batch of pages into fewer bytes and back.
+ *
+ * A chain has two layers:
+ *  - page stages (zero, dedup, delta), which are *stateful*: the delta cache
+ *    and the dedup index must evolve identically on both sides, so a
+ *    ms_page_coder is driven in frame-sequence order by exactly one thread per
+ *    side (the sender's producer, the receiver's in-order delivery thread);
+ *  - one block compressor (none, lz4, zstd:LEVEL), which is *stateless per
+ *    frame*, so any worker thread can run it with its own ms_codec_ctx.
+ * A chain is named by a string such as "zero,delta,lz4" or "zero,zstd:3". */
+#ifndef MS_CODECS_H
+#define MS_CODECS_H
+
+#include "common/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- chain description ------------------------------------------------ */
+
+#define MS_STAGE_ZERO  0x01u
+#define MS_STAGE_DELTA 0x02u
+#define MS_STAGE_DEDUP 0x04u
+
+enum ms_compressor_id { MS_COMP_NONE = 0, MS_COMP_LZ4 = 1, MS_COMP_ZSTD = 2, MS_COMP_COUNT };
+
+typedef struct ms_chain {
+    uint32_t stages;   /* MS_STAGE_* bits */
+    uint8_t comp;      /* enum ms_compressor_id */
+    int8_t level;      /* zstd level (1..19) or lz4 acceleration (1..65537 clipped to 127) */
+    bool is_auto;      /* "auto": compressor chosen per fragment at run time */
+} ms_chain;
+
+/* Parse "zero,delta,lz4", "zero,zstd:3", "lz4:8" (acceleration), "none",
+ * "zero,dedup,delta,auto". Order of page stages is fixed (zero, dedup, delta)
+ * whatever order is written; unknown or repeated names, a missing or bad
+ * level, two compressors: MS_ERR_INVAL with a message naming the token. */
+int ms_chain_parse(const char *text, ms_chain *out);
+/* Canonical text of a chain ("zero,delta,lz4:1"); returns snprintf's count. */
+int ms_chain_format(const ms_chain *c, char *buf, size_t n);
+
+/* Wire id of a *concrete* chain (never auto): byte 0 compressor, byte 1
+ * level as uint8, byte 2 stage bits, byte 3 zero. */
+uint32_t ms_chain_to_id(const ms_chain *c);
+int ms_chain_from_id(uint32_t id, ms_chain *out); /* MS_ERR_CORRUPT if unknown */
+
+/* ---- block compressors (ops table + registry) -------------------------- */
+
+typedef struct ms_compressor_ops {
+    const char *name;
+    uint8_t id;
+    int default_level;
+    int min_level, max_level;
+    void *(*ctx_new)(void);          /* per-thread context; NULL on failure */
+    void (*ctx_free)(void *ctx);
+    size_t (*bound)(size_t src_len); /* worst-case output size */
+    /* Return MS_OK and *out_len, or an error (never writes past dst_cap). */
+    int (*compress)(void *ctx, int level, const void *src, size_t src_len,
+                    void *dst, size_t dst_cap, size_t *out_len);
+    /* Must produce exactly `dst_len` bytes or fail with MS_ERR_CORRUPT. */
+    int (*decompress)(void *ctx, const void *src, size_t src_len, void *dst, size_t dst_len);
+} ms_compressor_ops;
+
+const ms_compressor_ops *ms_compressor_by_id(unsigned id);
+const ms_compressor_ops *ms_compressor_by_name(const char *name);
+
+/* Per-thread context holding one context per compressor, created lazily and
+ * reused across frames (zstd contexts are expensive to create). */
+typedef struct ms_codec_ctx ms_codec_ctx;
+ms_codec_ctx *ms_codec_ctx_new(void);
+void ms_codec_ctx_free(ms_codec_ctx *ctx);
+
+/* Compress a block with chain->comp / chain->level. MS_COMP_NONE copies.
+ * dst must hold ms_compress_bound(chain, src_len) bytes. */
+size_t ms_compress_bound(const ms_chain *c, size_t src_len);
+int ms_compress(ms_codec_ctx *ctx, const ms_chain *c, const void *src, size_t src_len,
+                void *dst, size_t dst_cap, size_t *out_len);
+/* Decompress into exactly dst_len bytes (the length is carried by the frame). */
+int ms_decompress(ms_codec_ctx *ctx, const ms_chain *c, const void *src, size_t src_len,
+                  void *dst, size_t dst_len);
+
+/* ---- XBZRLE-style delta of one page against its previous version ------ */
+
+/* Encode `cur` against `old` (both `len` bytes): XOR, then alternating
+ * zero-run / literal-run lengths in ULEB128, literal bytes after their
+ * length. Returns the encoded size, or 0 if it would be >= max_out (the
+ * caller then sends the page whole). */
+size_t ms_delta_encode(const uint8_t *old, const uint8_t *cur, size_t len,
+                       uint8_t *out, size_t max_out);
+/* Apply a delta to `page` (in place, `len` bytes). MS_ERR_CORRUPT if any run
+ * would cross the page end or the input is malformed. */
+int ms_delta_decode(const uint8_t *in, size_t in_len, uint8_t *page, size_t len);
+
+/* True if the page is all zero bytes. */
+bool ms_page_is_zero(const void *page, size_t len);
+
+/* ---- stateful page stages --------------------------------------------- */
+
+/* Per-page tags in the page section of a frame. */
+enum ms_page_tag { MS_TAG_RAW = 0, MS_TAG_ZERO = 1, MS_TAG_DELTA = 2, MS_TAG_DUP = 3 };
+
+typedef struct ms_stage_stats {
+    uint64_t pages;        /* pages seen */
+    uint64_t zero;         /* elided as zero */
+    uint64_t dup;          /* sent as a reference to identical content */
+    uint64_t delta;        /* sent as a delta (cache hit, delta smaller) */
+    uint64_t delta_miss;   /* delta stage on, no cache entry */
+    uint64_t delta_nogain; /* cache hit but delta not smaller: sent raw */
+    uint64_t raw;          /* sent whole */
+    uint64_t in_bytes;     /* page bytes in */
+    uint64_t out_bytes;    /* page-section bytes out (before compression) */
+} ms_stage_stats;
+void ms_stage_stats_add(ms_stage_stats *into, const ms_stage_stats *s);
+
+typedef struct ms_page_coder_config {
+    uint32_t stages;          /* MS_STAGE_* bits active for this stream */
+    size_t page_size;         /* MS_PAGE_SIZE unless a test says otherwise */
+    uint64_t delta_cache_bytes; /* bound on the delta page cache (default 64 MiB) */
+    uint64_t dedup_bytes;     /* bound on the dedup index/cache (default 64 MiB) */
+} ms_page_coder_config;
+
+typedef struct ms_page_coder ms_page_coder;
+ms_page_coder *ms_page_coder_new(const ms_page_coder_config *cfg);
+void ms_page_coder_free(ms_page_coder *pc);
+/* Bytes currently held by the coder's caches (never above the bounds). */
+uint64_t ms_page_coder_cache_bytes(const ms_page_coder *pc);
+
+/* Encode `count` pages (page i at pages + i*page_size, address pfns[i]) into
+ * the page section appended to `out`. Updates the caches exactly as the
+ * decoder will. Pages of one call must have distinct pfns. */
+int ms_page_coder_encode(ms_page_coder *pc, const uint64_t *pfns, const uint8_t *pages,
+                         size_t count, ms_buf *out, ms_stage_stats *st);
+/* Decode a page section into `pages` (count * page_size bytes) and update the
+ * caches. Any inconsistency (unknown tag, delta without a cache entry, bad
+ * length, trailing bytes) is MS_ERR_CORRUPT and leaves no partial cache
+ * update visible as success. */
+int ms_page_coder_decode(ms_page_coder *pc, const uint64_t *pfns, size_t count,
+                         const uint8_t *in, size_t in_len, uint8_t *pages,
+                         ms_stage_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

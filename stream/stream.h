@@ -1,0 +1,274 @@
+/* migstream stream layer: the wire format (frames, hello, sealing) and the
+ * sender / receiver pipelines that carry pages and opaque records in order,
+ * round by round, over one or more connections.
+ *
+ * See docs/wire-format.md for byte offsets. */
+#ifndef MS_STREAM_H
+#define MS_STREAM_H
+
+#include <stdio.h>
+
+#include "codecs/codecs.h"
+#include "transport/transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ======================= wire format (wire.c) =========================== */
+
+#define MS_WIRE_VERSION 1u
+#define MS_FRAME_MAGIC 0x3146534du /* "MSF1" little-endian */
+#define MS_FRAME_HDR_SIZE 56u
+#define MS_MAX_FRAME_PAGES 1024u
+/* Largest body accepted: a full frame of raw pages plus generous overhead. */
+#define MS_MAX_FRAME_BODY (MS_MAX_FRAME_PAGES * 4096u * 2u + 65536u)
+#define MS_SEAL_TAG_SIZE 16u
+
+enum ms_frame_type {
+    MS_FRAME_PAGES = 1,     /* a batch of pages of one fragment */
+    MS_FRAME_OPAQUE = 2,    /* pass-through bytes (e.g. libxc records) */
+    MS_FRAME_ROUND_END = 3, /* barrier: all frames of `round` were sent */
+    MS_FRAME_END = 4,       /* end of session, body carries totals */
+    MS_FRAME_PING = 5,      /* keep-alive while the producer is idle */
+    MS_FRAME_ABORT = 6,     /* sender gives up; body is a reason string */
+    MS_FRAME_ACK = 7,       /* receiver -> sender: round/end delivered */
+    MS_FRAME_TYPE_MAX = 7
+};
+
+#define MS_FRAME_F_SEALED 0x01u
+
+typedef struct ms_frame_hdr {
+    uint8_t type;
+    uint8_t flags;
+    uint16_t channel;
+    uint64_t seq;        /* global sequence number, from 0, one per frame */
+    uint32_t round;
+    uint32_t fragment;
+    uint32_t page_count;
+    uint32_t codec;      /* ms_chain_to_id() of the chain used for this frame */
+    uint32_t raw_len;    /* decoded content bytes (pages or opaque bytes) */
+    uint32_t enc_len;    /* body bytes on the wire after the header (incl. seal tag) */
+    uint32_t stage_len;  /* body bytes after unsealing and decompression */
+    uint64_t hash;       /* XXH3-64 of the decoded content (see ms_content_hash) */
+} ms_frame_hdr;
+
+/* Serialise with magic and header check (XXH32 of bytes 0..51 at 52). */
+void ms_frame_hdr_pack(const ms_frame_hdr *h, uint8_t out[MS_FRAME_HDR_SIZE]);
+/* Parse and validate magic, header check, type, and every length against
+ * the protocol limits. MS_ERR_CORRUPT naming the field on failure. */
+int ms_frame_hdr_unpack(const uint8_t in[MS_FRAME_HDR_SIZE], ms_frame_hdr *h);
+
+/* Content hash: XXH3-64 over the pfns as little-endian u64 followed by the
+ * page bytes (PAGES), or over the bytes (OPAQUE). */
+uint64_t ms_content_hash(const uint64_t *pfns, size_t count, const void *data, size_t len);
+
+/* PFN list, delta-coded: ULEB128 of zigzag(pfn[i] - pfn[i-1]), pfn[-1] = 0. */
+int ms_pfns_encode(const uint64_t *pfns, size_t count, ms_buf *out);
+/* Returns bytes consumed, or a negative MS_ERR_CORRUPT/TRUNCATED. */
+long ms_pfns_decode(const uint8_t *in, size_t len, uint64_t *pfns, size_t count);
+
+/* ======================= hello and keys (hello.c, seal.c) =============== */
+
+#define MS_HELLO_MAGIC "MIGSTRM\0"
+#define MS_HELLO_SIZE 160u
+#define MS_SESSION_ID_SIZE 16u
+#define MS_NONCE_SIZE 32u
+#define MS_KEY_SIZE 32u
+#define MS_CHAIN_TEXT_MAX 64u
+
+enum ms_role { MS_ROLE_SENDER = 1, MS_ROLE_RECEIVER = 2 };
+#define MS_HELLO_F_SEALED 0x01u  /* frames are sealed; a key is required */
+#define MS_HELLO_F_ONEWAY 0x02u  /* no reverse direction (file, record) */
+
+typedef struct ms_hello {
+    uint32_t version;
+    uint8_t role;
+    uint8_t session_id[MS_SESSION_ID_SIZE];
+    uint16_t channel, channels;
+    uint32_t page_size;
+    char chain[MS_CHAIN_TEXT_MAX]; /* canonical chain text, NUL-terminated */
+    uint32_t flags;
+    uint8_t nonce[MS_NONCE_SIZE];
+} ms_hello;
+
+void ms_hello_pack(const ms_hello *h, uint8_t out[MS_HELLO_SIZE]);
+/* MS_ERR_CORRUPT (bad magic/field), MS_ERR_VERSION (other version). */
+int ms_hello_unpack(const uint8_t in[MS_HELLO_SIZE], ms_hello *h);
+
+/* Load a pre-shared key: a file of exactly 32 bytes, or 64 hex digits
+ * (optionally followed by a newline). */
+int ms_key_load(const char *path, uint8_t key[MS_KEY_SIZE]);
+/* Write a new random key as hex (mode 0600). */
+int ms_key_generate(const char *path);
+
+/* Per-session, per-direction keys derived from the pre-shared key, the
+ * session id and both sides' nonces. */
+typedef struct ms_session_keys {
+    bool sealed;
+    uint8_t tx[MS_KEY_SIZE]; /* key this side seals with */
+    uint8_t rx[MS_KEY_SIZE]; /* key this side opens with */
+} ms_session_keys;
+
+/* Client side of the handshake on one connection: send `mine`, read the
+ * peer's hello, exchange key proofs. With oneway, only `mine` is sent and
+ * keys derive from the sender's nonce alone. psk may be NULL (unsealed).
+ * Errors: MS_ERR_AUTH (peer lacks the key), MS_ERR_VERSION, MS_ERR_MISMATCH
+ * (page size, chain, channel count), MS_ERR_TIMEOUT, MS_ERR_CLOSED. */
+int ms_handshake_client(ms_conn *c, const ms_hello *mine, const uint8_t *psk,
+                        ms_hello *peer, ms_session_keys *keys);
+/* Server side, split so the listener can group connections by session id
+ * before answering: first read the client's hello ... */
+int ms_handshake_server_read(ms_conn *c, ms_hello *peer);
+/* ... then answer and verify the client's key proof. */
+int ms_handshake_server_finish(ms_conn *c, const ms_hello *peer, const ms_hello *mine,
+                               const uint8_t *psk, ms_session_keys *keys);
+
+/* Seal body in place (body must have MS_SEAL_TAG_SIZE spare bytes after
+ * len); the nonce is built from (channel, seq, direction) and the packed
+ * header is the associated data. */
+int ms_seal(const ms_session_keys *k, const uint8_t hdr[MS_FRAME_HDR_SIZE], uint16_t channel,
+            uint64_t seq, uint8_t *body, size_t len, size_t *out_len);
+/* Open in place; MS_ERR_TAMPERED if the tag does not verify. */
+int ms_open(const ms_session_keys *k, const uint8_t hdr[MS_FRAME_HDR_SIZE], uint16_t channel,
+            uint64_t seq, uint8_t *body, size_t len, size_t *out_len);
+
+/* Per-channel order check: sequence numbers on one channel strictly rise.
+ * MS_ERR_REPLAY if seq was already seen, MS_ERR_REORDER if it is lower than
+ * the last one (and not a duplicate of a tracked one). */
+typedef struct ms_seq_check {
+    uint64_t last;
+    bool any;
+} ms_seq_check;
+int ms_seq_check_accept(ms_seq_check *sc, uint64_t seq);
+
+/* ======================= statistics (stats.c) ========================= */
+
+typedef struct ms_round_stats {
+    uint32_t round;
+    uint64_t frames, pages, opaque_bytes;
+    uint64_t raw_bytes;   /* page + opaque bytes before encoding */
+    uint64_t wire_bytes;  /* bytes on the wire incl. headers and tags */
+    ms_stage_stats stage; /* per-stage page counts */
+    uint64_t comp_in, comp_out;           /* block compressor bytes */
+    uint64_t comp_bytes[MS_COMP_COUNT];   /* wire body bytes per compressor used */
+    uint64_t t_start_ns, t_end_ns;
+} ms_round_stats;
+
+typedef struct ms_stats {
+    ms_round_stats total;
+    ms_round_stats *rounds; /* one per round seen, in order */
+    size_t nrounds, rounds_cap;
+    double wall_s;
+    double cpu_s;           /* process CPU time spent during the session */
+    bool verified;          /* receiver: every frame's hash matched */
+    uint64_t content_hash;  /* receiver: hash over all delivered content in order */
+} ms_stats;
+
+void ms_stats_free(ms_stats *s);
+ms_round_stats *ms_stats_round(ms_stats *s, uint32_t round); /* find or add */
+void ms_stats_print(const ms_stats *s, const char *title, FILE *f);
+void ms_stats_json(const ms_stats *s, FILE *f); /* one JSON object, no newline */
+
+/* ======================= sinks (sink.c) ================================ */
+
+/* Where the receiver delivers, in sequence order, from one thread. */
+typedef struct ms_sink_ops {
+    int (*pages)(void *ctx, uint32_t round, uint32_t fragment, const uint64_t *pfns,
+                 const uint8_t *pages, size_t count, size_t page_size);
+    int (*opaque)(void *ctx, const uint8_t *data, size_t len);
+    int (*round_end)(void *ctx, uint32_t round);
+    int (*end)(void *ctx);
+} ms_sink_ops;
+
+/* Memory image sink: pages stored at pfn * page_size in a buffer that grows
+ * to the highest pfn seen (bounded by max_bytes); opaque bytes appended to a
+ * second buffer. */
+typedef struct ms_image_sink {
+    uint8_t *mem;
+    uint64_t mem_len, max_bytes;
+    ms_buf opaque;
+    uint64_t pages_written;
+} ms_image_sink;
+extern const ms_sink_ops ms_image_sink_ops;
+void ms_image_sink_free(ms_image_sink *s);
+
+/* File sink: pages written with pwrite at pfn * page_size; opaque bytes
+ * ignored unless opaque_fd >= 0. */
+typedef struct ms_file_sink {
+    int fd, opaque_fd;
+} ms_file_sink;
+extern const ms_sink_ops ms_file_sink_ops;
+
+/* Discard sink: keeps only counts (the receiver's hash check still runs). */
+extern const ms_sink_ops ms_discard_sink_ops;
+
+/* ======================= pipelines (sender.c, receiver.c) ============== */
+
+typedef struct ms_session_config {
+    ms_chain chain;
+    uint32_t page_size;        /* default MS_PAGE_SIZE */
+    unsigned workers;          /* encode/decode threads; 0 = number of cores */
+    unsigned queue_depth;      /* frames in flight per side; 0 = 4 * workers + channels */
+    uint32_t frame_pages;      /* pages per frame when a caller passes more; 0 = 256 */
+    uint64_t timeout_ms;       /* peer silence that ends the session; 0 = 10 s */
+    uint64_t max_bandwidth;    /* bytes/s on the wire, 0 = unlimited */
+    uint64_t delta_cache_bytes;/* 0 = 64 MiB */
+    uint64_t dedup_bytes;      /* 0 = 64 MiB */
+    const uint8_t *key;        /* MS_KEY_SIZE bytes, or NULL for unsealed */
+    bool oneway;               /* no acks (file, record, pipe) */
+    ms_conn *record;           /* optional: every frame also written here, in seq order */
+    uint8_t session_id[MS_SESSION_ID_SIZE]; /* all zero: random */
+} ms_session_config;
+
+typedef struct ms_sender ms_sender;
+
+/* Handshake on every connection (channel i = conns[i]) and start the
+ * workers. Takes ownership of the connections. */
+int ms_sender_open(const ms_session_config *cfg, ms_conn **conns, unsigned nconns, ms_sender **out);
+/* Queue pages (copied before return; batches larger than frame_pages are
+ * split). Blocks when the queues are full: back-pressure. */
+int ms_sender_pages(ms_sender *s, uint32_t round, uint32_t fragment, const uint64_t *pfns,
+                    const void *pages, size_t count);
+int ms_sender_opaque(ms_sender *s, uint32_t round, const void *data, size_t len);
+/* Round barrier. Unless oneway, waits until the receiver acknowledged that
+ * every frame of the round was delivered. */
+int ms_sender_round_end(ms_sender *s, uint32_t round);
+/* Send END, wait for the receiver's final ack (unless oneway). */
+int ms_sender_finish(ms_sender *s);
+/* Send ABORT with a reason (best effort). */
+void ms_sender_abort(ms_sender *s, const char *reason);
+const ms_stats *ms_sender_stats(const ms_sender *s);
+/* Measured wire rate (bytes/s, smoothed) for policies and `auto`. */
+double ms_sender_link_rate(const ms_sender *s);
+void ms_sender_free(ms_sender *s);
+
+typedef struct ms_receiver_config {
+    ms_session_config session; /* chain/page_size come from the hello */
+    uint64_t max_image_bytes;  /* bound for image sinks */
+} ms_receiver_config;
+
+/* Serve one session on already-accepted, already-handshaken connections;
+ * returns after END (MS_OK) or the first error. */
+int ms_receiver_run(const ms_session_config *cfg, const ms_hello *hello,
+                    ms_conn **conns, const ms_session_keys *keys, unsigned nconns,
+                    const ms_sink_ops *sink, void *sink_ctx, ms_stats *stats);
+
+/* Accept connections on `l` until one full session (all channels of one
+ * session id) has shaken hands. Connections that fail (wrong key, bad
+ * hello, version) are logged, closed, and the wait goes on; stops with
+ * MS_ERR_TIMEOUT after timeout_ms without a complete session (0: forever). */
+typedef struct ms_accepted {
+    ms_hello hello;           /* the sender's hello of channel 0 */
+    ms_conn **conns;          /* channels in index order */
+    ms_session_keys *keys;    /* per channel */
+    unsigned nconns;
+} ms_accepted;
+int ms_accept_session(ms_listener *l, const ms_session_config *cfg, uint64_t timeout_ms,
+                      ms_accepted *out);
+void ms_accepted_free(ms_accepted *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
