@@ -8,6 +8,7 @@
 #include "transport/transport.h"
 #include "tcp/tcp.h"
 #include "stream/stream.h"
+#include "sources/sources.h"
 #include "fragsched/fragsched.h"
 
 #endif
