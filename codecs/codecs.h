@@ -41,7 +41,10 @@ int ms_chain_parse(const char *text, ms_chain *out);
 int ms_chain_format(const ms_chain *c, char *buf, size_t n);
 
 /* Wire id of a *concrete* chain (never auto): byte 0 compressor, byte 1
- * level as uint8, byte 2 stage bits, byte 3 zero. */
+ * level as uint8, byte 2 stage bits, byte 3 zero. An auto chain maps to
+ * compressor byte MS_CHAIN_ID_AUTO, which ms_chain_from_id refuses: frames
+ * always carry the compressor actually used. */
+#define MS_CHAIN_ID_AUTO 0xffu
 uint32_t ms_chain_to_id(const ms_chain *c);
 int ms_chain_from_id(uint32_t id, ms_chain *out); /* MS_ERR_CORRUPT if unknown */
 
@@ -125,6 +128,9 @@ ms_page_coder *ms_page_coder_new(const ms_page_coder_config *cfg);
 void ms_page_coder_free(ms_page_coder *pc);
 /* Bytes currently held by the coder's caches (never above the bounds). */
 uint64_t ms_page_coder_cache_bytes(const ms_page_coder *pc);
+/* Pages the delta cache can hold: what fits delta_cache_bytes after the
+ * per-entry bookkeeping (0 without the delta stage). */
+uint64_t ms_page_coder_cache_capacity(const ms_page_coder *pc);
 
 /* Encode `count` pages (page i at pages + i*page_size, address pfns[i]) into
  * the page section appended to `out`. Updates the caches exactly as the
@@ -138,6 +144,21 @@ int ms_page_coder_encode(ms_page_coder *pc, const uint64_t *pfns, const uint8_t 
 int ms_page_coder_decode(ms_page_coder *pc, const uint64_t *pfns, size_t count,
                          const uint8_t *in, size_t in_len, uint8_t *pages,
                          ms_stage_stats *st);
+
+/* Largest page section ms_page_coder_encode can produce for `count` pages of
+ * a coder with these stages (size decompression buffers with it). */
+size_t ms_page_section_bound(uint32_t stages, size_t page_size, size_t count);
+/* With no page stages the section is the pages themselves, byte for byte:
+ * a sender may compress its page buffer directly instead of encoding. */
+static inline bool ms_page_section_is_identity(uint32_t stages) { return stages == 0; }
+
+/* ms_page_coder_decode without the copy of raw pages: `buf` holds the page
+ * section (in_len bytes, e.g. straight out of ms_decompress) and has room for
+ * cap >= max(in_len, count * page_size) bytes; on success its first
+ * count * page_size bytes are the pages. On error the content of buf is
+ * undefined and the caches are unchanged, as with ms_page_coder_decode. */
+int ms_page_coder_decode_inplace(ms_page_coder *pc, const uint64_t *pfns, size_t count,
+                                 uint8_t *buf, size_t in_len, size_t cap, ms_stage_stats *st);
 
 #ifdef __cplusplus
 }

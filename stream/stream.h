@@ -63,7 +63,11 @@ int ms_frame_hdr_unpack(const uint8_t in[MS_FRAME_HDR_SIZE], ms_frame_hdr *h);
  * page bytes (PAGES), or over the bytes (OPAQUE). */
 uint64_t ms_content_hash(const uint64_t *pfns, size_t count, const void *data, size_t len);
 
-/* PFN list, delta-coded: ULEB128 of zigzag(pfn[i] - pfn[i-1]), pfn[-1] = 0. */
+/* PFN list, delta-coded: ULEB128 of zigzag(pfn[i] - pfn[i-1]), pfn[-1] = 0.
+ * Every pfn must be below MS_PFN_LIMIT (Xen's 52-bit pfn field; with 4 KiB
+ * pages pfn * page_size then always fits 64 bits): encode refuses a larger
+ * one with MS_ERR_INVAL, decode with MS_ERR_CORRUPT. */
+#define MS_PFN_LIMIT (1ull << 52)
 int ms_pfns_encode(const uint64_t *pfns, size_t count, ms_buf *out);
 /* Returns bytes consumed, or a negative MS_ERR_CORRUPT/TRUNCATED. */
 long ms_pfns_decode(const uint8_t *in, size_t len, uint64_t *pfns, size_t count);
@@ -80,6 +84,16 @@ long ms_pfns_decode(const uint8_t *in, size_t len, uint64_t *pfns, size_t count)
 enum ms_role { MS_ROLE_SENDER = 1, MS_ROLE_RECEIVER = 2 };
 #define MS_HELLO_F_SEALED 0x01u  /* frames are sealed; a key is required */
 #define MS_HELLO_F_ONEWAY 0x02u  /* no reverse direction (file, record) */
+#define MS_HELLO_MAX_CHANNELS 256u
+#define MS_HELLO_MIN_PAGE_SIZE 512u
+#define MS_HELLO_MAX_PAGE_SIZE 65536u
+#define MS_PROOF_SIZE 32u
+
+/* Field rules (checked by ms_hello_unpack): a sender's hello states
+ * channel < channels <= MS_HELLO_MAX_CHANNELS, a power-of-two page size in
+ * [512, 65536] and a non-empty chain. A receiver's hello may leave
+ * channels, page_size and chain zero/empty, meaning "whatever the sender
+ * says"; a stated value must equal the sender's (else MS_ERR_MISMATCH). */
 
 typedef struct ms_hello {
     uint32_t version;
@@ -108,9 +122,14 @@ typedef struct ms_session_keys {
     bool sealed;
     uint8_t tx[MS_KEY_SIZE]; /* key this side seals with */
     uint8_t rx[MS_KEY_SIZE]; /* key this side opens with */
+    uint8_t role;            /* this side's ms_role: sets the nonce's direction byte */
 } ms_session_keys;
 
-/* Client side of the handshake on one connection: send `mine`, read the
+/* The handshake sets MS_HELLO_F_SEALED itself (set iff psk != NULL) and
+ * draws a fresh random nonce; the caller's flag bit and nonce are ignored.
+ * The server's answer always echoes the client's session id and channel.
+ *
+ * Client side of the handshake on one connection: send `mine`, read the
  * peer's hello, exchange key proofs. With oneway, only `mine` is sent and
  * keys derive from the sender's nonce alone. psk may be NULL (unsealed).
  * Errors: MS_ERR_AUTH (peer lacks the key), MS_ERR_VERSION, MS_ERR_MISMATCH
@@ -126,7 +145,11 @@ int ms_handshake_server_finish(ms_conn *c, const ms_hello *peer, const ms_hello 
 
 /* Seal body in place (body must have MS_SEAL_TAG_SIZE spare bytes after
  * len); the nonce is built from (channel, seq, direction) and the packed
- * header is the associated data. */
+ * header is the associated data. The header must already say SEALED, the
+ * same channel and seq, and enc_len = len + MS_SEAL_TAG_SIZE (else
+ * MS_ERR_INVAL). ms_open refuses (MS_ERR_TAMPERED) a header without the
+ * SEALED flag or naming another channel, MS_ERR_TRUNCATED if len is short
+ * of the header's enc_len. */
 int ms_seal(const ms_session_keys *k, const uint8_t hdr[MS_FRAME_HDR_SIZE], uint16_t channel,
             uint64_t seq, uint8_t *body, size_t len, size_t *out_len);
 /* Open in place; MS_ERR_TAMPERED if the tag does not verify. */
@@ -135,10 +158,17 @@ int ms_open(const ms_session_keys *k, const uint8_t hdr[MS_FRAME_HDR_SIZE], uint
 
 /* Per-channel order check: sequence numbers on one channel strictly rise.
  * MS_ERR_REPLAY if seq was already seen, MS_ERR_REORDER if it is lower than
- * the last one (and not a duplicate of a tracked one). */
+ * the last one (and not a duplicate of a tracked one).
+ * Exact rule: seq > last is accepted; seq equal to one of the last
+ * MS_SEQ_WINDOW accepted values is MS_ERR_REPLAY; any other seq <= last is
+ * MS_ERR_REORDER (older than the window: could be either, reported as
+ * reordered with a message saying so). Zero-initialise before use. */
+#define MS_SEQ_WINDOW 16u
 typedef struct ms_seq_check {
     uint64_t last;
     bool any;
+    uint64_t recent[MS_SEQ_WINDOW]; /* ring of the last accepted seqs */
+    unsigned nrecent, head;
 } ms_seq_check;
 int ms_seq_check_accept(ms_seq_check *sc, uint64_t seq);
 
@@ -167,6 +197,7 @@ typedef struct ms_stats {
 
 void ms_stats_free(ms_stats *s);
 ms_round_stats *ms_stats_round(ms_stats *s, uint32_t round); /* find or add */
+void ms_round_stats_add(ms_round_stats *into, const ms_round_stats *r);
 void ms_stats_print(const ms_stats *s, const char *title, FILE *f);
 void ms_stats_json(const ms_stats *s, FILE *f); /* one JSON object, no newline */
 
@@ -186,9 +217,10 @@ typedef struct ms_sink_ops {
  * second buffer. */
 typedef struct ms_image_sink {
     uint8_t *mem;
-    uint64_t mem_len, max_bytes;
+    uint64_t mem_len, max_bytes; /* max_bytes 0: 64 GiB */
     ms_buf opaque;
     uint64_t pages_written;
+    uint64_t mem_cap;            /* allocated bytes of mem (>= mem_len) */
 } ms_image_sink;
 extern const ms_sink_ops ms_image_sink_ops;
 void ms_image_sink_free(ms_image_sink *s);
@@ -202,6 +234,32 @@ extern const ms_sink_ops ms_file_sink_ops;
 
 /* Discard sink: keeps only counts (the receiver's hash check still runs). */
 extern const ms_sink_ops ms_discard_sink_ops;
+
+/* Image digest: a fingerprint of a memory image that needs no copy of it.
+ * It is XXH3-64 over the little-endian XXH3-64 of every page, pfn 0 up to
+ * the highest pfn written; pages never written count as zero pages, a short
+ * last page as zero-padded. Sender and receiver compute it independently to
+ * tell whether a reconstruction is byte-identical. */
+uint64_t ms_image_digest(const uint8_t *mem, uint64_t len, size_t page_size);
+uint64_t ms_page_hashes_digest(const uint64_t *page_hashes, uint64_t npages);
+
+/* Digest sink: keeps one 8-byte hash per page (not the pages) and passes
+ * everything on to `inner` (NULL: nowhere). Zero-initialise, then set
+ * inner/inner_ctx and optionally max_pages (0: 64 GiB worth of pages). */
+typedef struct ms_digest_sink {
+    const ms_sink_ops *inner;
+    void *inner_ctx;
+    uint64_t max_pages;
+    size_t page_size;       /* taken from the first batch */
+    uint64_t *page_hash;    /* per pfn */
+    uint64_t npages, cap;
+    uint64_t opaque_bytes;
+    void *opaque_state;     /* XXH3 state over all opaque bytes */
+} ms_digest_sink;
+extern const ms_sink_ops ms_digest_sink_ops;
+uint64_t ms_digest_sink_value(const ms_digest_sink *d);  /* image digest */
+uint64_t ms_digest_sink_opaque(const ms_digest_sink *d); /* XXH3-64 of the opaque bytes */
+void ms_digest_sink_free(ms_digest_sink *d);
 
 /* ======================= pipelines (sender.c, receiver.c) ============== */
 
@@ -219,6 +277,7 @@ typedef struct ms_session_config {
     bool oneway;               /* no acks (file, record, pipe) */
     ms_conn *record;           /* optional: every frame also written here, in seq order */
     uint8_t session_id[MS_SESSION_ID_SIZE]; /* all zero: random */
+    bool insecure;             /* listener: allow no key on a non-loopback address */
 } ms_session_config;
 
 typedef struct ms_sender ms_sender;
@@ -267,6 +326,12 @@ typedef struct ms_accepted {
 int ms_accept_session(ms_listener *l, const ms_session_config *cfg, uint64_t timeout_ms,
                       ms_accepted *out);
 void ms_accepted_free(ms_accepted *a);
+
+/* Serve a session that arrives on one connection alone (a recorded stream
+ * file, a pipe): server handshake, then ms_receiver_run. The sender's hello
+ * is stored in *hello when non-NULL. */
+int ms_receive_stream(ms_conn *c, const ms_session_config *cfg, const ms_sink_ops *sink,
+                      void *sink_ctx, ms_stats *stats, ms_hello *hello);
 
 #ifdef __cplusplus
 }

@@ -11,7 +11,8 @@ extern "C" {
 
 typedef struct ms_tcp_options {
     uint64_t timeout_ms;   /* connect and no-progress timeout; 0 = default */
-    int sndbuf, rcvbuf;    /* socket buffer sizes; 0 = 4 MiB */
+    int sndbuf, rcvbuf;    /* socket buffer sizes; 0 = at least 4 MiB reachable (kernel
+                            * autotuning when its maximum allows, else fixed 4 MiB) */
     unsigned connect_retries; /* retries while the peer refuses (listener not up yet) */
 } ms_tcp_options;
 

@@ -74,7 +74,8 @@ static inline void ms_listener_close(ms_listener *l) { if (l) l->ops->close(l); 
 /* ---- fd transport: any file descriptor (pipe, file, socket, ssh) ------- */
 
 /* Wrap read_fd/write_fd (either may be -1 for a one-way connection; they may
- * be equal). With own_fds the fds are closed by ms_conn_close. */
+ * be equal). With own_fds the fds are closed by ms_conn_close; if this
+ * call fails the caller still owns them. */
 int ms_fd_conn_new(int read_fd, int write_fd, bool own_fds, ms_conn **out);
 
 /* ---- bandwidth cap: a token bucket shared by a session's channels ------ */

@@ -1,0 +1,473 @@
+/* Policies and the scheduler: Xen's decisions reproduced call for call, no
+ * dirty page ever lost (any policy, random workloads), deferral within its
+ * budget, the fragmented policy's choices on clear-cut cases. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fragsched/fragsched.h"
+#include "tests/ms_test.h"
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static uint64_t rng_state;
+static uint64_t rnd(void)
+{
+    /* splitmix64: deterministic across runs and platforms */
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double rndf(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
+
+static void set_first(uint64_t *bm, uint64_t nwords, uint64_t count)
+{
+    memset(bm, 0, nwords * 8);
+    for (uint64_t i = 0; i < count; i++)
+        ms_bit_set(bm, i);
+}
+
+/* ---- Xen's rule -------------------------------------------------------- */
+
+static void test_xen_rule(void)
+{
+    ms_precopy_stats st = {0, 0, 100000};
+    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_CONTINUE_PRECOPY);
+    st.dirty_count = 50;
+    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_CONTINUE_PRECOPY);
+    st.dirty_count = 49;
+    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_STOP_AND_COPY);
+    st.dirty_count = 0;
+    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_STOP_AND_COPY);
+    st.dirty_count = -1; /* unknown: only the iteration count decides */
+    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_CONTINUE_PRECOPY);
+    st.iteration = 4;
+    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_CONTINUE_PRECOPY);
+    st.iteration = 5;
+    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_STOP_AND_COPY);
+    st.dirty_count = 1000000;
+    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_STOP_AND_COPY);
+}
+
+/* An independent transliteration of send_memory_live() in xg_sr_save.c
+ * (Xen 4.17): which dirty counts go out live, and how many bitmaps are
+ * fetched before suspend. The final bitmap is the next one fetched. */
+static int xen_rule(unsigned iteration, long dirty)
+{
+    return (dirty >= 0 && dirty < 50) || iteration >= 5;
+}
+
+static size_t xen_reference(long p2m, const long *script, long *sent, size_t *fetched)
+{
+    unsigned iteration = 0, x = 0;
+    long policy_dirty = p2m, shadow_dirty = p2m;
+    size_t n = 0, k = 0;
+    for (;;) {
+        int stop = xen_rule(iteration, policy_dirty);
+        x++;
+        if (shadow_dirty > 0)
+            sent[n++] = shadow_dirty;
+        if (stop)
+            break;
+        iteration = x;
+        policy_dirty = -1;
+        if (xen_rule(iteration, policy_dirty))
+            break;
+        shadow_dirty = script[k++];
+        policy_dirty = shadow_dirty;
+    }
+    *fetched = k;
+    return n;
+}
+
+/* Drive the scheduler the way the engine does, with scripted dirty counts;
+ * return the live send counts and how many bitmaps were fetched. */
+static size_t sched_run(const char *policy, uint64_t npages, const long *script, long *sent,
+                        size_t *fetched)
+{
+    ms_sched *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(ms_sched_new(policy, NULL, npages, 4096, &s), MS_OK);
+    size_t nw = ms_bitmap_words(npages), n = 0, k = 0;
+    uint64_t *bm = calloc(nw, 8);
+    set_first(bm, nw, npages);
+    for (uint32_t round = 0;; round++) {
+        ms_sched_round pr;
+        CU_ASSERT_EQUAL_FATAL(ms_sched_plan(s, round, bm, 0.1, 0.1 * round, &pr), MS_OK);
+        if (pr.decision == MS_DECIDE_STOP_NOW)
+            break;
+        if (pr.send_pages)
+            sent[n++] = (long)pr.send_pages;
+        if (pr.decision == MS_DECIDE_STOP_AFTER)
+            break;
+        ms_round_done d = {.round = round, .pages = pr.send_pages,
+                           .raw_bytes = pr.send_pages * 4096, .time_s = 0.01 + pr.send_pages * 1e-6};
+        int dec = ms_sched_sent(s, &d);
+        CU_ASSERT_FATAL(dec >= 0);
+        if (dec != MS_DECIDE_CONTINUE)
+            break;
+        set_first(bm, nw, (uint64_t)script[k++]);
+    }
+    *fetched = k;
+    free(bm);
+    ms_sched_free(s);
+    return n;
+}
+
+static void check_precopy_script(uint64_t npages, const long *script)
+{
+    long want[64], got[64];
+    size_t want_fetch, got_fetch;
+    size_t nw = xen_reference((long)npages, script, want, &want_fetch);
+    size_t ng = sched_run("precopy", npages, script, got, &got_fetch);
+    CU_ASSERT_EQUAL(ng, nw);
+    CU_ASSERT_EQUAL(got_fetch, want_fetch);
+    for (size_t i = 0; i < nw && i < ng; i++)
+        CU_ASSERT_EQUAL(got[i], want[i]);
+}
+
+static void test_precopy_matches_xen(void)
+{
+    /* never converges: one full pass and four dirty passes, then suspend */
+    static const long busy[] = {9000, 9000, 9000, 9000, 9000, 9000, 9000, 9000};
+    check_precopy_script(100000, busy);
+    long got[64];
+    size_t fetched;
+    CU_ASSERT_EQUAL(sched_run("precopy", 100000, busy, got, &fetched), 5);
+    CU_ASSERT_EQUAL(fetched, 4);
+    CU_ASSERT_EQUAL(got[0], 100000);
+    /* converges at the second bitmap: its 30 pages still go out live */
+    static const long conv[] = {500, 30, 9000, 9000, 9000, 9000};
+    check_precopy_script(100000, conv);
+    CU_ASSERT_EQUAL(sched_run("precopy", 100000, conv, got, &fetched), 3);
+    CU_ASSERT_EQUAL(got[2], 30);
+    CU_ASSERT_EQUAL(fetched, 2);
+    /* boundary: 50 continues, 49 stops */
+    static const long b50[] = {50, 49, 1, 1, 1, 1};
+    check_precopy_script(100000, b50);
+    /* nothing dirty: no live send for that bitmap, stop */
+    static const long idle[] = {0, 5, 5, 5, 5, 5};
+    check_precopy_script(100000, idle);
+    CU_ASSERT_EQUAL(sched_run("precopy", 100000, idle, got, &fetched), 1);
+    /* a guest smaller than 50 pages: the first pass goes, then suspend */
+    static const long tiny[] = {10, 10, 10, 10, 10, 10};
+    check_precopy_script(40, tiny);
+    CU_ASSERT_EQUAL(sched_run("precopy", 40, tiny, got, &fetched), 1);
+    CU_ASSERT_EQUAL(fetched, 0);
+    /* random scripts */
+    rng_state = 42;
+    for (int t = 0; t < 200; t++) {
+        long script[16];
+        for (int i = 0; i < 16; i++)
+            script[i] = (long)(rnd() % 4 == 0 ? rnd() % 60 : rnd() % 5000);
+        check_precopy_script(5000 + rnd() % 5000, script);
+    }
+}
+
+/* ---- no page lost ------------------------------------------------------ */
+
+typedef struct world {
+    uint64_t npages;
+    uint32_t *version;      /* bumped by every write */
+    uint32_t *sent_version; /* version of the page as last sent */
+    uint64_t *dirty;        /* pages written since the last read */
+    uint64_t hot_first, hot_n;
+    double hot_share;
+} world;
+
+static void world_write(world *w, uint64_t nwrites)
+{
+    for (uint64_t i = 0; i < nwrites; i++) {
+        uint64_t p = rndf() < w->hot_share ? w->hot_first + rnd() % w->hot_n : rnd() % w->npages;
+        w->version[p]++;
+        ms_bit_set(w->dirty, p);
+    }
+}
+
+static void world_send(world *w, const uint64_t *bm)
+{
+    for (uint64_t p = 0; p < w->npages; p++)
+        if (ms_bit_test(bm, p))
+            w->sent_version[p] = w->version[p];
+}
+
+/* One migration of a random workload; checks the budget on the way and
+ * returns how many pages ended up different. */
+static uint64_t run_random(const char *policy, uint64_t seed)
+{
+    rng_state = seed;
+    world w = {0};
+    w.npages = 1 + rnd() % 6000;
+    uint64_t nw = ms_bitmap_words(w.npages);
+    w.version = calloc(w.npages, 4);
+    w.sent_version = malloc(w.npages * 4);
+    memset(w.sent_version, 0xff, w.npages * 4);
+    w.dirty = calloc(nw, 8);
+    w.hot_n = 1 + rnd() % (w.npages < 1024 ? w.npages : 1024);
+    w.hot_first = rnd() % (w.npages - w.hot_n + 1);
+    w.hot_share = rndf();
+    ms_policy_config c;
+    ms_policy_config_default(&c);
+    c.fragment_pages = 64 * (uint32_t)(1 + rnd() % 8);
+    c.downtime_ms = 1 + rndf() * 300;
+    c.defer_share = 0.05 + rndf() * 0.95;
+    c.max_rounds = 3 + (unsigned)(rnd() % 20);
+    ms_sched *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(ms_sched_new(policy, &c, w.npages, 4096, &s), MS_OK);
+    uint64_t *bm = calloc(nw, 8);
+    set_first(bm, nw, w.npages);
+    double rate = 1000 + rndf() * 100000; /* pages/s the "link" moves */
+    double wr = rndf() * 3 * rate;        /* page writes/s */
+    for (uint32_t round = 0; round < 200; round++) {
+        ms_sched_round pr;
+        CU_ASSERT_EQUAL_FATAL(ms_sched_plan(s, round, bm, 0.01, round * 0.01, &pr), MS_OK);
+        if (!strcmp(policy, "fragmented")) {
+            /* stop-now moves everything to pending: that is stop-and-copy */
+            if (pr.decision != MS_DECIDE_STOP_NOW)
+                CU_ASSERT(pr.pending_pages <= ms_sched_defer_budget(s));
+            CU_ASSERT_EQUAL(pr.pending_pages, ms_sched_pending_count(s));
+        }
+        if (pr.decision == MS_DECIDE_STOP_NOW) {
+            CU_ASSERT_EQUAL(pr.send_pages, 0);
+            break;
+        }
+        /* writes race with the send: half before, half after */
+        double t = 0.002 + (double)pr.send_pages / rate;
+        world_write(&w, (uint64_t)(wr * t / 2));
+        world_send(&w, bm);
+        world_write(&w, (uint64_t)(wr * t / 2));
+        if (pr.decision == MS_DECIDE_STOP_AFTER)
+            break;
+        ms_round_done d = {.round = round, .pages = pr.send_pages, .raw_bytes = pr.send_pages * 4096,
+                           .wire_bytes = pr.send_pages * 2048, .time_s = t};
+        int dec = ms_sched_sent(s, &d);
+        CU_ASSERT_FATAL(dec >= 0);
+        if (dec != MS_DECIDE_CONTINUE)
+            break;
+        memcpy(bm, w.dirty, nw * 8); /* get and clear */
+        memset(w.dirty, 0, nw * 8);
+    }
+    world_write(&w, 1 + rnd() % 50); /* between the last read and the pause */
+    memcpy(bm, w.dirty, nw * 8);
+    ms_sched_final(s, bm);
+    CU_ASSERT_EQUAL(ms_sched_pending_count(s), 0);
+    world_send(&w, bm);
+    uint64_t bad = 0;
+    for (uint64_t p = 0; p < w.npages; p++)
+        bad += w.sent_version[p] != w.version[p];
+    free(bm);
+    free(w.version);
+    free(w.sent_version);
+    free(w.dirty);
+    ms_sched_free(s);
+    return bad;
+}
+
+static void test_no_page_lost(void)
+{
+    static const char *const pol[] = {"precopy", "fragmented", "downtime"};
+    for (int k = 0; k < 3; k++)
+        for (uint64_t seed = 1; seed <= 150; seed++) {
+            uint64_t bad = run_random(pol[k], seed * 7919 + (uint64_t)k);
+            if (bad)
+                fprintf(stderr, "policy %s seed %llu: %llu pages lost\n", pol[k],
+                        (unsigned long long)seed, (unsigned long long)bad);
+            CU_ASSERT_EQUAL(bad, 0);
+        }
+}
+
+/* ---- fragmented: clear-cut cases --------------------------------------- */
+
+/* 64 fragments of 512 pages; fragments 10..13 are rewritten entirely every
+ * round, the rest see a handful of writes. After the first full pass the
+ * hot ones must be held back, the cold ones sent first. */
+static void test_fragmented_defers_hot(void)
+{
+    const uint64_t npages = 64 * 512;
+    ms_policy_config c;
+    ms_policy_config_default(&c);
+    c.downtime_ms = 300;
+    ms_sched *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(ms_sched_new("fragmented", &c, npages, 4096, &s), MS_OK);
+    size_t nw = ms_bitmap_words(npages);
+    uint64_t *bm = calloc(nw, 8);
+    set_first(bm, nw, npages);
+    ms_sched_round pr;
+    CU_ASSERT_EQUAL(ms_sched_plan(s, 0, bm, 0, 0, &pr), MS_OK);
+    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_CONTINUE);
+    CU_ASSERT_EQUAL(pr.send_pages, npages);
+    CU_ASSERT_EQUAL(pr.deferred_fragments, 0);
+    /* 32768 pages in 1 s: 32768 pages/s, budget = 0.5 * 0.3 * 32768 = 4915 pages */
+    ms_round_done d = {.round = 0, .pages = npages, .raw_bytes = npages * 4096,
+                       .wire_bytes = npages * 4096, .time_s = 1.0};
+    CU_ASSERT_EQUAL(ms_sched_sent(s, &d), MS_DECIDE_CONTINUE);
+    CU_ASSERT_EQUAL(ms_sched_defer_budget(s), 4915);
+    memset(bm, 0, nw * 8);
+    for (uint64_t p = 10 * 512; p < 14 * 512; p++)
+        ms_bit_set(bm, p);
+    for (int i = 0; i < 2000; i++) /* cold writes spread everywhere else */
+        ms_bit_set(bm, (uint64_t)(20 + i % 44) * 512 + (uint64_t)(i * 37) % 512);
+    CU_ASSERT_EQUAL(ms_sched_plan(s, 1, bm, 1.0, 1.0, &pr), MS_OK);
+    CU_ASSERT_EQUAL(pr.deferred_fragments, 4);
+    CU_ASSERT_EQUAL(pr.pending_pages, 4 * 512);
+    for (uint64_t p = 10 * 512; p < 14 * 512; p++)
+        CU_ASSERT_FALSE(ms_bit_test(bm, p));
+    /* the four hot fragments are last in the order */
+    for (uint32_t i = 60; i < 64; i++)
+        CU_ASSERT(pr.order[i] >= 10 && pr.order[i] < 14);
+    /* coldest first: untouched fragments lead, in address order */
+    CU_ASSERT_EQUAL(pr.order[0], 0);
+    CU_ASSERT_EQUAL(pr.order[10], 14);
+    /* 4048 pages outstanding at 32768/s = 124 ms <= 300 ms: stop after
+     * sending the cold part live */
+    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_STOP_AFTER);
+    CU_ASSERT(strstr(pr.reason, "target") != NULL);
+    /* the final round carries the held-back pages */
+    memset(bm, 0, nw * 8);
+    CU_ASSERT_EQUAL(ms_sched_final(s, bm), 4 * 512);
+    free(bm);
+    ms_sched_free(s);
+}
+
+/* Hot memory larger than the budget: only what fits is held back, and the
+ * policy stops when rounds stop shrinking what is outstanding. */
+static void test_fragmented_budget_and_stall(void)
+{
+    const uint64_t npages = 64 * 512;
+    ms_policy_config c;
+    ms_policy_config_default(&c);
+    c.downtime_ms = 100;
+    ms_sched *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(ms_sched_new("fragmented", &c, npages, 4096, &s), MS_OK);
+    size_t nw = ms_bitmap_words(npages);
+    uint64_t *bm = calloc(nw, 8);
+    set_first(bm, nw, npages);
+    ms_sched_round pr;
+    int stopped = -1;
+    for (uint32_t round = 0; round < 30 && stopped < 0; round++) {
+        CU_ASSERT_EQUAL_FATAL(ms_sched_plan(s, round, bm, 0.5, 0.5 * round, &pr), MS_OK);
+        /* budget: 0.5 * 0.1 s * 32768 pages/s = 1638 pages: 3 fragments */
+        if (pr.decision != MS_DECIDE_STOP_NOW)
+            CU_ASSERT(pr.pending_pages <= ms_sched_defer_budget(s));
+        if (round >= 1)
+            CU_ASSERT_EQUAL(pr.deferred_fragments, 3);
+        if (pr.decision != MS_DECIDE_CONTINUE) {
+            stopped = (int)round;
+            break;
+        }
+        ms_round_done d = {.round = round, .pages = pr.send_pages,
+                           .raw_bytes = pr.send_pages * 4096, .time_s = pr.send_pages / 32768.0};
+        CU_ASSERT_EQUAL(ms_sched_sent(s, &d), MS_DECIDE_CONTINUE);
+        /* 16 fragments (8192 pages) rewritten every round: never converges */
+        memset(bm, 0, nw * 8);
+        for (uint64_t p = 0; p < 16 * 512; p++)
+            ms_bit_set(bm, p);
+    }
+    /* round 1 sets the reference, round 2 shows no progress: stop there,
+     * not after Xen's five rounds or the 30-round safety */
+    CU_ASSERT_EQUAL(stopped, 2);
+    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_STOP_NOW);
+    CU_ASSERT(strstr(pr.reason, "no progress") != NULL);
+    CU_ASSERT_EQUAL(pr.send_pages, 0);
+    CU_ASSERT_EQUAL(ms_sched_pending_count(s), 16 * 512);
+    free(bm);
+    ms_sched_free(s);
+}
+
+static void test_downtime_policy(void)
+{
+    const uint64_t npages = 10000;
+    ms_policy_config c;
+    ms_policy_config_default(&c);
+    c.downtime_ms = 100;
+    c.max_rounds = 4;
+    ms_sched *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(ms_sched_new("downtime", &c, npages, 4096, &s), MS_OK);
+    size_t nw = ms_bitmap_words(npages);
+    uint64_t *bm = calloc(nw, 8);
+    set_first(bm, nw, npages);
+    ms_sched_round pr;
+    CU_ASSERT_EQUAL(ms_sched_plan(s, 0, bm, 0, 0, &pr), MS_OK);
+    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_CONTINUE);
+    ms_round_done d = {.round = 0, .pages = npages, .raw_bytes = npages * 4096, .time_s = 1.0};
+    CU_ASSERT_EQUAL(ms_sched_sent(s, &d), MS_DECIDE_CONTINUE);
+    /* 10000 pages/s and 100 ms: 1001 pages do not fit, 1000 do */
+    set_first(bm, nw, 1001);
+    CU_ASSERT_EQUAL(ms_sched_plan(s, 1, bm, 1, 1, &pr), MS_OK);
+    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_CONTINUE);
+    d = (ms_round_done){.round = 1, .pages = 1001, .raw_bytes = 1001 * 4096, .time_s = 0.1001};
+    CU_ASSERT_EQUAL(ms_sched_sent(s, &d), MS_DECIDE_CONTINUE);
+    set_first(bm, nw, 1000);
+    CU_ASSERT_EQUAL(ms_sched_plan(s, 2, bm, 0.1, 1.1, &pr), MS_OK);
+    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_STOP_NOW);
+    CU_ASSERT_EQUAL(pr.send_pages, 0);
+    CU_ASSERT_EQUAL(pr.pending_pages, 1000);
+    memset(bm, 0, nw * 8);
+    CU_ASSERT_EQUAL(ms_sched_final(s, bm), 1000);
+    ms_sched_free(s);
+
+    /* the safety stops a workload that never fits */
+    CU_ASSERT_EQUAL_FATAL(ms_sched_new("downtime", &c, npages, 4096, &s), MS_OK);
+    set_first(bm, nw, npages);
+    uint32_t round = 0;
+    for (;; round++) {
+        CU_ASSERT_EQUAL_FATAL(ms_sched_plan(s, round, bm, 0.1, 0.1 * round, &pr), MS_OK);
+        if (pr.decision != MS_DECIDE_CONTINUE)
+            break;
+        d = (ms_round_done){.round = round, .pages = pr.send_pages,
+                            .raw_bytes = pr.send_pages * 4096, .time_s = pr.send_pages / 10000.0};
+        CU_ASSERT_EQUAL(ms_sched_sent(s, &d), MS_DECIDE_CONTINUE);
+        set_first(bm, nw, 5000);
+    }
+    CU_ASSERT_EQUAL(round, 4);
+    CU_ASSERT(strstr(pr.reason, "max 4") != NULL);
+    free(bm);
+    ms_sched_free(s);
+}
+
+static void test_bad_config(void)
+{
+    ms_sched *s = NULL;
+    CU_ASSERT_EQUAL(ms_sched_new("nope", NULL, 100, 4096, &s), MS_ERR_INVAL);
+    CU_ASSERT(strstr(ms_last_error(), "nope") != NULL);
+    ms_policy_config c;
+    ms_policy_config_default(&c);
+    c.fragment_pages = 100;
+    CU_ASSERT_EQUAL(ms_sched_new("fragmented", &c, 1000, 4096, &s), MS_ERR_INVAL);
+    CU_ASSERT(strstr(ms_last_error(), "multiple of 64") != NULL);
+    ms_policy_config_default(&c);
+    c.defer_share = 1.5;
+    CU_ASSERT_EQUAL(ms_sched_new("fragmented", &c, 1000, 4096, &s), MS_ERR_INVAL);
+    CU_ASSERT_EQUAL(ms_sched_new("precopy", NULL, 0, 4096, &s), MS_ERR_INVAL);
+    CU_ASSERT_EQUAL(ms_sched_new("precopy", NULL, 10, 1000, &s), MS_ERR_INVAL);
+    CU_ASSERT_PTR_NOT_NULL(ms_policy_by_name("downtime"));
+    CU_ASSERT_PTR_NULL(ms_policy_by_name("Precopy"));
+}
+
+/* A source that sets bits past npages must not make pages appear. */
+static void test_tail_masked(void)
+{
+    ms_sched *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(ms_sched_new("precopy", NULL, 100, 4096, &s), MS_OK);
+    uint64_t bm[2] = {~0ull, ~0ull};
+    ms_sched_round pr;
+    CU_ASSERT_EQUAL(ms_sched_plan(s, 0, bm, 0, 0, &pr), MS_OK);
+    CU_ASSERT_EQUAL(pr.send_pages, 100);
+    CU_ASSERT_EQUAL(bm[1], (1ull << 36) - 1);
+    ms_sched_free(s);
+}
+
+MS_TEST_MAIN({
+    static const ms_test_case cases[] = {
+        {"xen simple_precopy_policy rule", test_xen_rule},
+        {"precopy reproduces xen's send_memory_live decisions", test_precopy_matches_xen},
+        {"no dirty page lost, any policy, random workloads", test_no_page_lost},
+        {"fragmented holds hot fragments back, cold first", test_fragmented_defers_hot},
+        {"fragmented deferral within budget, stops on stall", test_fragmented_budget_and_stall},
+        {"downtime policy: limit and max iterations", test_downtime_policy},
+        {"bad policy configurations refused", test_bad_config},
+        {"bits past the last page ignored", test_tail_masked},
+        {NULL, NULL},
+    };
+    ms_test_add_suite("fragsched", cases);
+})

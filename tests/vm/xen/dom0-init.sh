@@ -1,0 +1,293 @@
+#!/bin/sh
+# /init of the Xen lane's dom0 (busybox sh under Xen 4.17 in QEMU/TCG).
+# Starts the toolstack, boots the test guests and runs the steps named in
+# /etc/ms-lane.conf (written by xen-lane.sh), printing on the serial console
+#   MS-STEP <step> PASS|FAIL|SKIP <detail>
+#   MS-RESULT step=<step> key=value ...
+# and finally "MS-LANE: END". Files for the host (xl logs, migstream logs,
+# the MIGSTREAM_RECORD capture, results.txt) are written as a tar archive to
+# the raw virtio disk /dev/vda.
+export PATH=/usr/lib/xen-4.17/bin:/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /run /tmp
+mount -t devpts devpts /dev/pts
+mount -t tmpfs run /run
+mount -t tmpfs tmp /tmp
+
+. /etc/ms-lane.conf
+
+say() { echo "MS-LANE: $*"; }
+now_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+out=/out
+mkdir -p $out
+step_line() { echo "MS-STEP $1 $2 $3"; echo "MS-STEP $1 $2 $3" >>$out/steps.txt; }
+result_line() { echo "MS-RESULT step=$*"; echo "step=$*" >>$out/results.txt; }
+
+# Whatever hangs, the host still gets what was written so far: the watchdog
+# saves /out and ends the run.
+finish() {
+  say "copying results out"
+  (cd $out && tar -cf /dev/vda .) && sync
+  say END
+  sleep 2
+  poweroff -f
+}
+( sleep "$MS_BUDGET"; say "WATCHDOG: run not finished within $MS_BUDGET s"; finish ) &
+watchdog=$!
+
+# ---- toolstack ----------------------------------------------------------------
+while read -r m; do
+  insmod "$m" 2>/tmp/insmod.err || grep -q "File exists" /tmp/insmod.err || say "insmod $m: $(cat /tmp/insmod.err)"
+done </etc/ms-modules
+mount -t xenfs xenfs /proc/xen || { step_line setup FAIL "mount xenfs failed"; finish; }
+ip link set lo up
+rm -rf /var/run && ln -s /run /var/run
+mkdir -p /run/xen /run/xenstored /var/lock /var/lib/xen /var/lib/xenstored /var/log/xen/console
+xenstored --pid-file=/run/xenstored.pid || { step_line setup FAIL "xenstored did not start"; finish; }
+xen-init-dom0 >/tmp/init-dom0.log 2>&1 || { step_line setup FAIL "xen-init-dom0: $(tail -1 /tmp/init-dom0.log)"; finish; }
+xenconsoled --log=guest --log-dir=/var/log/xen/console || { step_line setup FAIL "xenconsoled did not start"; finish; }
+say "toolstack up: $(xl info 2>/dev/null | grep -E '^(xen_version|nr_cpus|free_memory)' | tr -s ' ' | tr '\n' ' ')"
+
+# ---- guests ---------------------------------------------------------------------
+guest_extra="console=hvc0 rdinit=/init quiet ms_hot=$MS_HOT ms_sweep=$MS_SWEEP ms_pps=$MS_PPS ms_print=$MS_PRINT"
+write_cfg() { # NAME TYPE
+  cat >/etc/xen/$1.cfg <<EOF
+name = "$1"
+type = "$2"
+memory = $MS_GUEST_MB
+maxmem = $MS_GUEST_MB
+vcpus = 1
+kernel = "/boot/guest-vmlinuz"
+ramdisk = "/boot/guest-initrd.cpio"
+extra = "$guest_extra"
+tsc_mode = "native"
+on_crash = "preserve"
+EOF
+}
+
+# counter NAME: the highest counter the guest has printed in any of its
+# console logs (after local migrations they are guest-NAME--incoming.log).
+counter() {
+  cat /var/log/xen/console/guest-$1*.log 2>/dev/null | tr -d '\r' |
+    awk '$1 == "MSCTR" && $2 + 0 > m { m = $2 + 0 } END { print m + 0 }'
+}
+
+# wait_counter NAME ABOVE SECS: wait until the counter exceeds ABOVE.
+wait_counter() {
+  n=0
+  while [ "$(counter $1)" -le "$2" ]; do
+    n=$((n + 1))
+    [ $n -gt $(($3 * 4)) ] && return 1
+    sleep 0.25
+  done
+}
+
+# downtime NAME FROM: largest gap (guest CLOCK_REALTIME, ms) between
+# consecutive counters above FROM, minus the print period, and whether the
+# counters since FROM are contiguous ("ok") or have holes/restarts.
+downtime() {
+  cat /var/log/xen/console/guest-$1*.log 2>/dev/null | tr -d '\r' |
+    awk -v from="$2" -v period="$MS_PRINT" '
+      $1 == "MSCTR" && $2 + 0 >= from { sub("rt=", "", $3); rt[$2 + 0] = $3 + 0; if ($2 + 0 > hi) hi = $2 + 0 }
+      END {
+        gap = 0; holes = 0
+        for (c = from + 1; c <= hi; c++) {
+          if (!(c in rt) || !((c - 1) in rt)) { holes++; continue }
+          d = rt[c] - rt[c - 1]; if (d > gap) gap = d
+        }
+        dt = gap - period; if (dt < 0) dt = 0
+        printf "%d %s\n", dt, holes ? "holes=" holes : "ok"
+      }'
+}
+
+start_guest() { # NAME TYPE
+  write_cfg $1 $2
+  xl create /etc/xen/$1.cfg >$out/create-$1.log 2>&1 || return 1
+  wait_counter $1 2 "$MS_BOOT_WAIT"
+}
+
+# ---- migration steps ------------------------------------------------------------
+preload_env=""
+[ -n "$MS_PRELOAD" ] && preload_env="LD_PRELOAD=$MS_PRELOAD"
+
+# rounds LOG: libxc's precopy iterations, from its progress lines in xl's log.
+rounds() {
+  tr '\r' '\n' <"$1" | sed -n 's/.*Frames iteration \([0-9]*\) of.*/\1/p' | sort -n | tail -1 |
+    awk '{ print $1 + 1 } END { if (NR == 0) print "?" }'
+}
+
+# migrate STEP EXPECT RECV_PREFIX [VAR=VALUE ...]: live-migrate the PVH guest
+# to this host with the given environment on `xl migrate` (so also on the
+# receiver, which inherits it; RECV_PREFIX, e.g. "env X=Y", changes the
+# receiver's). EXPECT is ok (must migrate, guest runs on the destination)
+# or fail (must fail cleanly, guest goes on running on the source).
+migrate() {
+  step=$1 expect=$2 recv=$3
+  shift 3
+  g=pvh
+  d0=$(xl domid $g 2>/dev/null)
+  c0=$(counter $g)
+  [ -n "$d0" ] || { step_line $step FAIL "guest $g not running before the step"; return 1; }
+  rune="/bin/mscount $out/$step.wire | $recv xl -vv migrate-receive"
+  echo "env $preload_env $* xl -vv migrate -s \"\" $g \"$rune\"" >$out/$step.cmd
+  t0=$(now_ms)
+  env $preload_env "$@" timeout -s KILL "$MS_TIMEOUT" xl -vv migrate -s "" $g "$rune" >$out/$step.log 2>&1
+  rc=$?
+  t1=$(now_ms)
+  ms=$((t1 - t0))
+  wire=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' $out/$step.wire 2>/dev/null)
+  d1=$(xl domid $g 2>/dev/null)
+  leftover=$(xl list 2>/dev/null | awk '$1 ~ /--incoming$/ { print $1 }')
+  if [ -n "$leftover" ]; then
+    xl destroy "$leftover" >/dev/null 2>&1
+  fi
+  if ! wait_counter $g $((c0 + 3)) 30; then
+    running=no
+  else
+    running=yes
+  fi
+  c1=$(counter $g)
+  set -- $(downtime $g $c0)
+  down=$1 contig=$2
+  r=$(rounds $out/$step.log)
+  ms_lines=$(grep -ci migstream $out/$step.log)
+  result_line "$step rc=$rc time_ms=$ms wire_bytes=${wire:-?} rounds=$r downtime_ms=$down counter=$c0..$c1 $contig domid=$d0..${d1:-none} migstream_log_lines=$ms_lines"
+  detail="rc=$rc ${ms}ms wire=${wire:-?}B rounds=$r downtime=${down}ms counter $c0->$c1 ($contig) domid $d0->${d1:-none}"
+  if [ $rc -eq 137 ]; then
+    step_line $step FAIL "timed out after ${MS_TIMEOUT}s: $detail; $(tail -2 $out/$step.log | tr '\n' ' ')"
+    return 1
+  fi
+  if [ "$expect" = ok ]; then
+    if [ $rc -ne 0 ]; then
+      step_line $step FAIL "xl migrate failed: $detail; $(grep -iE 'error|fail' $out/$step.log | tail -2 | tr '\n' ' ')"
+    elif [ -z "$d1" ] || [ "$d1" = "$d0" ]; then
+      step_line $step FAIL "guest not on a new domain after migration: $detail"
+    elif [ $running = no ] || [ "$contig" != ok ]; then
+      step_line $step FAIL "guest counter did not continue on the destination: $detail"
+    else
+      step_line $step PASS "$detail"
+      return 0
+    fi
+  else
+    if [ $rc -eq 0 ]; then
+      step_line $step FAIL "migration succeeded but should have failed: $detail"
+    elif [ "$d1" != "$d0" ]; then
+      step_line $step FAIL "guest not on its source domain after the failed migration: $detail"
+    elif [ -n "$leftover" ]; then
+      step_line $step FAIL "failed migration left domain $leftover behind: $detail"
+    elif [ $running = no ] || [ "$contig" != ok ]; then
+      step_line $step FAIL "guest did not keep running on the source: $detail"
+    else
+      step_line $step PASS "failed cleanly, guest still running on the source: $detail; $(grep -i migstream $out/$step.log | tail -1)"
+      return 0
+    fi
+  fi
+  return 1
+}
+
+need_preload() { # STEP
+  [ -n "$MS_PRELOAD" ] && return 0
+  step_line $1 SKIP "preload not built"
+  return 1
+}
+
+inband="MIGSTREAM_TRANSPORT=inband MIGSTREAM_CODEC=$MS_CODEC MIGSTREAM_LOG=info"
+tcp="MIGSTREAM_TRANSPORT=tcp MIGSTREAM_CODEC=$MS_CODEC MIGSTREAM_CHANNELS=2 MIGSTREAM_KEY_FILE=/etc/ms/key MIGSTREAM_LOG=info"
+
+step_baseline() { migrate $1 ok ""; }
+step_inband() { need_preload $1 && migrate $1 ok "" $inband; }
+step_tcp() {
+  need_preload $1 && migrate $1 ok "" $tcp MIGSTREAM_PEER=127.0.0.1:$MS_PORT MIGSTREAM_LISTEN=127.0.0.1:$MS_PORT
+}
+step_fragmented() { need_preload $1 && migrate $1 ok "" $inband MIGSTREAM_SCHED=fragmented; }
+step_record() {
+  need_preload $1 || return
+  migrate $1 ok "" $inband MIGSTREAM_RECORD=$out/record.xc &&
+    result_line "$1 record_bytes=$(wc -c <$out/record.xc) record_sha256=$(sha256sum $out/record.xc | cut -d' ' -f1)"
+}
+step_fault_key() {
+  need_preload $1 && migrate $1 fail "env MIGSTREAM_KEY_FILE=/etc/ms/wrong.key" $tcp \
+    MIGSTREAM_PEER=127.0.0.1:$MS_PORT MIGSTREAM_LISTEN=127.0.0.1:$MS_PORT
+}
+step_fault_refused() {
+  # The sender's side connection goes to a port nobody listens on.
+  need_preload $1 && migrate $1 fail "" $tcp MIGSTREAM_PEER=127.0.0.1:$((MS_PORT + 1)) \
+    MIGSTREAM_LISTEN=127.0.0.1:$MS_PORT
+}
+
+# saverestore STEP [VAR=VALUE ...]: xl save / xl restore of the PV guest
+# with the given environment on both commands.
+saverestore() {
+  step=$1
+  shift
+  g=pv
+  xl unpause $g 2>/dev/null
+  d0=$(xl domid $g 2>/dev/null)
+  [ -n "$d0" ] || { step_line $step FAIL "PV guest not running before the step"; return 1; }
+  c0=$(counter $g)
+  wait_counter $g $((c0 + 2)) 30
+  c0=$(counter $g)
+  f=/tmp/$step.save
+  t0=$(now_ms)
+  env $preload_env "$@" timeout -s KILL "$MS_TIMEOUT" xl -vv save $g $f >$out/$step.save.log 2>&1
+  rc=$?
+  t1=$(now_ms)
+  size=$(wc -c <$f 2>/dev/null)
+  if [ $rc -ne 0 ]; then
+    step_line $step FAIL "xl save rc=$rc: $(grep -iE 'error|fail' $out/$step.save.log | tail -2 | tr '\n' ' ')"
+    return 1
+  fi
+  env $preload_env "$@" timeout -s KILL "$MS_TIMEOUT" xl -vv restore $f >$out/$step.restore.log 2>&1
+  rrc=$?
+  t2=$(now_ms)
+  rm -f $f
+  d1=$(xl domid $g 2>/dev/null)
+  wait_counter $g $((c0 + 3)) 30 && running=yes || running=no
+  c1=$(counter $g)
+  set -- $(downtime $g $c0)
+  result_line "$step rc=$rc/$rrc save_ms=$((t1 - t0)) restore_ms=$((t2 - t1)) file_bytes=${size:-?} downtime_ms=$1 counter=$c0..$c1 $2 domid=$d0..${d1:-none}"
+  detail="save ${size:-?}B in $((t1 - t0))ms, restore $((t2 - t1))ms, counter $c0->$c1 ($2), domid $d0->${d1:-none}"
+  if [ $rrc -ne 0 ]; then
+    step_line $step FAIL "xl restore rc=$rrc: $(grep -iE 'error|fail' $out/$step.restore.log | tail -2 | tr '\n' ' ')"
+  elif [ $running = no ] || [ "$2" != ok ]; then
+    step_line $step FAIL "restored guest's counter did not continue: $detail"
+  else
+    step_line $step PASS "$detail"
+    xl pause $g 2>/dev/null
+    return 0
+  fi
+  return 1
+}
+step_save_plain() { saverestore $1; }
+step_save_preload() { need_preload $1 && saverestore $1 $inband; }
+
+# ---- run ------------------------------------------------------------------------
+: >$out/results.txt
+: >$out/steps.txt
+mkdir -p /etc/ms
+pv_wanted=0
+for s in $MS_STEPS; do case $s in save-*) pv_wanted=1 ;; esac; done
+say "starting guests (pvh$([ $pv_wanted = 1 ] && echo ' and pv'))"
+t=$(now_ms)
+start_guest pvh pvh &
+gp=$!
+if [ $pv_wanted = 1 ]; then
+  start_guest pv pv &
+  gv=$!
+fi
+wait $gp || { step_line setup FAIL "PVH guest printed no counter within ${MS_BOOT_WAIT}s: $(tail -3 /var/log/xen/console/guest-pvh.log 2>/dev/null | tr '\n' ' ')"; finish; }
+if [ $pv_wanted = 1 ]; then
+  if wait $gv; then xl pause pv; else say "PV guest did not come up: $(tail -3 /var/log/xen/console/guest-pv.log 2>/dev/null | tr '\n' ' ')"; fi
+fi
+say "guests up after $(($(now_ms) - t)) ms: $(xl list | awk 'NR > 1 { printf "%s(%s) ", $1, $2 }')"
+result_line "setup guests_up_ms=$(($(now_ms) - t)) attempt=$MS_ATTEMPT"
+
+for s in $MS_STEPS; do
+  fn=step_$(echo "${s%%.*}" | tr - _)
+  say "step $s"
+  $fn $s
+done
+kill $watchdog 2>/dev/null
+finish

@@ -1,0 +1,389 @@
+#!/bin/bash
+# Xen lane: real `xl migrate` of a running guest through the migstream
+# preload, in a Xen 4.17 host VM under qemu-system-x86_64 (TCG; the host's
+# KVM cannot run Xen). See ../../../../shared/docs/xen-in-qemu.md for how this
+# boots and why each odd flag (smap=false, -cpu max,-fsgsbase,
+# tsc_mode="native") is there.
+#
+# Usage: tests/vm/xen/xen-lane.sh [--build DIR] [--steps "a b ..."] [--runs N]
+#                                 [--no-retry] [--budget SECS] [--keep]
+#   --build DIR    meson build dir with the project's artifacts (default
+#                  build): xen/libmigstream-xen.so (the preload; its steps say
+#                  "SKIP: preload not built" without it) and tools/migstream
+#   --steps LIST   steps to run, in order (default: all, see below)
+#   --runs N       run each live-migration step N times (for time spreads)
+#   --no-retry     no second attempt for steps that failed
+#   --budget SECS  watchdog for one VM run (default 840)
+#   --keep         keep the work dir (dom0 tree) for inspection
+#   Workload (PVH guest, 128 MiB): --hot MIB (rewritten every 10 ms, default
+#   8), --sweep MIB (text pages rewritten in a cycle, default 32), --pps N
+#   (sweep pages rewritten per second, default 2000).
+#
+# Steps (inside dom0, each with a timeout, guest counter checked after each):
+#   baseline       xl migrate -s "" pvh "xl migrate-receive", no MIGSTREAM_*
+#                  variable (preload loaded but idle when built)
+#   inband         MIGSTREAM_TRANSPORT=inband MIGSTREAM_CODEC=zero,delta,lz4
+#   tcp            side connection on 127.0.0.1 in dom0, 2 channels, key file
+#   fragmented     inband + MIGSTREAM_SCHED=fragmented
+#   save-plain     xl save / xl restore of a PV guest (PV guests cannot be
+#                  live-migrated by Debian's Xen: no shadow paging)
+#   save-preload   the same through the preload (inband, zero,delta,lz4)
+#   fault-key      tcp, receiver's key wrong: must fail, guest stays on source
+#   fault-refused  tcp, side connection refused: the same
+#   record         inband + MIGSTREAM_RECORD; the capture is copied out and
+#                  `migstream replay` on the host must reproduce it byte for
+#                  byte (and Xen's verify-stream-v2 must accept it)
+# Per migration it records xl's time, wire bytes crossing xl's fd (counted
+# by mscount between xl and the receiver), libxc rounds, the guest's
+# downtime from its counter, and migstream's log lines.
+#
+# Output: one line "xen-lane: PASS ..." or "xen-lane: FAIL <steps> ..."
+# (exit 0 / 1); a step that fails is retried once in a fresh VM and both
+# attempts are reported. Artifacts: artifacts/xen-lane/ (serial logs,
+# results.txt, per-step xl logs, the record capture).
+set -uo pipefail
+top=$(cd "$(dirname "$0")/../../.." && pwd)
+here=$top/tests/vm/xen
+cd "$top"
+
+all_steps="baseline inband tcp fragmented save-plain save-preload fault-key fault-refused record"
+build=$top/build steps=$all_steps runs=1 retry=1 budget=840 keep=0
+hot=8 sweep=32 pps=2000
+while [ $# -gt 0 ]; do
+  case $1 in
+    --build) build=$(cd "$2" 2>/dev/null && pwd) || { echo "xen-lane: no build dir $2" >&2; exit 2; }; shift ;;
+    --steps) steps=$2; shift ;;
+    --runs) runs=$2; shift ;;
+    --no-retry) retry=0 ;;
+    --budget) budget=$2; shift ;;
+    --keep) keep=1 ;;
+    --hot) hot=$2; shift ;;
+    --sweep) sweep=$2; shift ;;
+    --pps) pps=$2; shift ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    *) echo "xen-lane: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+art=$top/artifacts/xen-lane
+cache=${MS_VM_CACHE:-/var/cache/migstream-vm}
+work=$(mktemp -d /tmp/xen-lane.XXXXXX)
+rm -rf "$art"
+mkdir -p "$art" "$cache"
+t_start=$(date +%s)
+qemu_pid=""
+cleanup() {
+  [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
+  if [ $keep -eq 1 ]; then echo "xen-lane: work dir kept: $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+fail_setup() {
+  echo "xen-lane: FAIL setup: $*"
+  exit 1
+}
+log() { echo "xen-lane: $*" >&2; }
+
+# ---- host tools -----------------------------------------------------------------
+apt_updated=0
+apt_update() {
+  [ $apt_updated -eq 1 ] && return 0
+  apt_updated=1
+  log "apt-get update"
+  apt-get -o DPkg::Lock::Timeout=300 update -q >"$work/apt-update.log" 2>&1 ||
+    { cat "$work/apt-update.log" >&2; return 1; }
+}
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v cpio >/dev/null || need+=(cpio)
+command -v readelf >/dev/null || need+=(binutils)
+command -v modprobe >/dev/null || need+=(kmod)
+command -v gcc >/dev/null || need+=(gcc)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || fail_setup "missing ${need[*]} and not root to install them"
+  apt_update || fail_setup "apt-get update failed"
+  log "installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends \
+    "${need[@]}" >"$work/apt-install.log" 2>&1 || { tail -20 "$work/apt-install.log"; fail_setup "apt-get install ${need[*]}"; }
+fi
+
+# ---- Debian packages --------------------------------------------------------------
+kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+if [ -z "$kpkg" ]; then
+  apt_update || fail_setup "apt-get update failed"
+  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+fi
+[ -n "$kpkg" ] || fail_setup "cannot find the kernel package (apt-cache depends linux-image-amd64)"
+kver=${kpkg#linux-image-}
+# libgcc-s1: glibc dlopens libgcc_s for pthread_cancel; xl create aborts without it.
+pkgs=("$kpkg" xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils libxenmisc4.17
+      libxencall1 libxendevicemodel1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenhypfs1
+      libxenstore4 libxentoolcore1 libxentoollog1 libyajl2 libext2fs2 liblzma5 libuuid1 libzstd1 zlib1g
+      libncurses6 libtinfo6 libc6 libgcc-s1 busybox-static)
+deb_of() { ls "$cache/${1}_"*.deb 2>/dev/null | head -1; }
+fetch=()
+for p in "${pkgs[@]}"; do [ -n "$(deb_of "$p")" ] || fetch+=("$p"); done
+if [ ${#fetch[@]} -gt 0 ]; then
+  log "apt-get download ${fetch[*]}"
+  if ! (cd "$cache" && apt-get download "${fetch[@]}" >"$work/download.log" 2>&1); then
+    apt_update || fail_setup "apt-get update failed"
+    (cd "$cache" && apt-get download "${fetch[@]}" >"$work/download.log" 2>&1) ||
+      { tail -20 "$work/download.log"; fail_setup "apt-get download ${fetch[*]}"; }
+  fi
+fi
+for p in "${pkgs[@]}"; do [ -n "$(deb_of "$p")" ] || fail_setup "package $p missing from $cache"; done
+
+pkgroot=$work/pkgroot kroot=$work/kroot rootfs=$work/dom0 groot=$work/guest
+mkdir -p "$pkgroot" "$kroot" "$rootfs" "$groot"
+for p in "${pkgs[@]}"; do
+  [ "$p" = "$kpkg" ] || dpkg -x "$(deb_of "$p")" "$pkgroot" || fail_setup "dpkg -x $p"
+done
+dpkg-deb --fsys-tarfile "$(deb_of "$kpkg")" | tar -x -C "$kroot" --wildcards \
+  './boot/vmlinuz-*' './lib/modules/*/modules.builtin' './lib/modules/*/modules.order' \
+  './lib/modules/*/modules.builtin.modinfo' './lib/modules/*/kernel/drivers/xen/*' \
+  './lib/modules/*/kernel/drivers/block/virtio_blk.ko' './lib/modules/*/kernel/drivers/virtio/*' ||
+  fail_setup "unpacking $kpkg"
+depmod -b "$kroot" "$kver" || fail_setup "depmod -b for $kver"
+vmlinuz=$kroot/boot/vmlinuz-$kver
+[ -f "$vmlinuz" ] || fail_setup "no $vmlinuz in $kpkg"
+xen_gz=$pkgroot/boot/xen-4.17-amd64.gz
+[ -f "$xen_gz" ] || fail_setup "no $xen_gz in xen-hypervisor-4.17-amd64"
+gunzip -c "$xen_gz" >"$work/xen" || fail_setup "gunzip $xen_gz"
+
+# ---- the lane's own helpers, static (the guest has no libc) ----------------------------
+for t in msdirty mscount; do
+  gcc -std=gnu11 -O2 -static -Wall -Wextra -Werror -o "$work/$t" "$here/$t.c" 2>"$work/gcc-$t.log" ||
+    { cat "$work/gcc-$t.log"; fail_setup "compiling tests/vm/xen/$t.c"; }
+done
+
+# ---- guest initrd (PVH and PV): busybox + msdirty ------------------------------------------
+mkdir -p "$groot"/{bin,proc,dev,sys}
+cp "$pkgroot/bin/busybox" "$groot/bin/busybox" || fail_setup "no busybox in busybox-static"
+for a in sh cat grep mount sleep uname echo; do ln -sf busybox "$groot/bin/$a"; done
+cp "$work/msdirty" "$groot/bin/msdirty"
+cp "$here/guest-init.sh" "$groot/init"
+chmod +x "$groot/init"
+(cd "$groot" && find . | cpio -o -H newc --quiet) >"$work/guest-initrd.cpio" || fail_setup "cpio (guest)"
+
+# ---- dom0 tree -------------------------------------------------------------------------------
+mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,lib64,lib/x86_64-linux-gnu,usr/lib/migstream,proc,sys,dev,tmp,run,boot,out,etc/xen,etc/ms,var/lib,var/log}
+cp "$pkgroot/bin/busybox" "$rootfs/bin/busybox"
+for a in $("$rootfs/bin/busybox" --list); do
+  [ -e "$rootfs/bin/$a" ] || ln -s busybox "$rootfs/bin/$a"
+done
+# The toolstack where libxl expects it (/usr/lib/xen-4.17/bin/libxl-save-helper
+# is compiled into libxl) and its libraries; docs, man pages, python left out.
+(cd "$pkgroot" && tar -c --exclude='./usr/share' --exclude='./boot' --exclude='./usr/lib/xen-4.17/lib/python' \
+   --exclude='./usr/lib/xen-4.17/boot' --exclude='./bin' --exclude='./sbin/ldconfig*' ./usr ./lib ./lib64 ./etc) |
+  tar -x -C "$rootfs" --keep-directory-symlink || fail_setup "copying the toolstack"
+cp "$vmlinuz" "$rootfs/boot/guest-vmlinuz"
+cp "$work/guest-initrd.cpio" "$rootfs/boot/guest-initrd.cpio"
+cp "$work/mscount" "$rootfs/bin/mscount"
+cp "$here/dom0-init.sh" "$rootfs/init"
+chmod +x "$rootfs/init"
+echo "root:x:0:0:root:/:/bin/sh" >"$rootfs/etc/passwd"
+
+# Kernel modules in dependency order, each once.
+: >"$rootfs/etc/ms-modules"
+for m in xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc virtio_pci virtio_blk; do
+  modprobe -d "$kroot" -S "$kver" --show-depends "$m" 2>>"$work/modprobe.log" | awk '$1 == "insmod" { print $2 }'
+done | awk '!seen[$0]++' | while read -r path; do
+  rel=${path#"$kroot"}
+  mkdir -p "$rootfs$(dirname "$rel")"
+  cp "$path" "$rootfs$rel"
+  echo "$rel" >>"$rootfs/etc/ms-modules"
+done
+grep -q xen-privcmd.ko "$rootfs/etc/ms-modules" || fail_setup "module list lacks xen-privcmd (see $work/modprobe.log)"
+
+# The project's artifacts.
+preload=""
+pl=$(ls "$build"/xen/libmigstream-xen.so "$build"/xen/libmigstream-xen.so.* 2>/dev/null | head -1)
+if [ -n "$pl" ]; then
+  cp -L "$pl" "$rootfs/usr/lib/migstream/libmigstream-xen.so"
+  preload=/usr/lib/migstream/libmigstream-xen.so
+fi
+migstream=""
+if [ -x "$build/tools/migstream" ]; then
+  cp "$build/tools/migstream" "$rootfs/usr/bin/migstream"
+  migstream=$build/tools/migstream
+fi
+log "build dir $build: preload ${pl:-not built}, migstream ${migstream:-not built}"
+
+# Every shared library by ELF NEEDED: the unpacked packages first, then the
+# build dir, then the host (lz4, zstd, sodium, ... our binaries link).
+libdirs=("$rootfs/lib/x86_64-linux-gnu" "$rootfs/usr/lib/x86_64-linux-gnu" "$rootfs/usr/lib/xen-4.17/lib/x86_64-linux-gnu"
+         "$build" "$build/xen" /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu)
+find_lib() {
+  for d in "${libdirs[@]}"; do [ -e "$d/$1" ] && { echo "$d/$1"; return 0; }; done
+  return 1
+}
+declare -A seen=()
+copy_deps() {
+  local f=$1 n p
+  for n in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+    [ -n "${seen[$n]:-}" ] && continue
+    seen[$n]=1
+    p=$(find_lib "$n") || fail_setup "shared library $n (needed by $(basename "$f")) not found"
+    case $p in "$rootfs"/*) ;; *) cp -L "$p" "$rootfs/usr/lib/x86_64-linux-gnu/$n" ;; esac
+    copy_deps "$p"
+  done
+}
+while read -r f; do
+  head -c 4 "$f" 2>/dev/null | grep -q ELF && copy_deps "$f"
+done < <(find "$rootfs/usr/lib/xen-4.17/bin" "$rootfs/usr/lib/migstream" "$rootfs/usr/bin" -type f)
+[ -e "$rootfs/lib64/ld-linux-x86-64.so.2" ] || fail_setup "no ld-linux-x86-64.so.2 from libc6"
+
+# Keys for the tcp steps: the right one on both ends, a wrong one for the fault.
+for k in key wrong.key; do
+  od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$rootfs/etc/ms/$k"
+  echo >>"$rootfs/etc/ms/$k"
+  chmod 600 "$rootfs/etc/ms/$k"
+done
+
+# ---- boot ---------------------------------------------------------------------------------
+xen_cmdline="console=com1 com1=115200,8n1 noreboot dom0_mem=1024M,max:1024M bootscrub=false spec-ctrl=no smap=false"
+run_vm() { # ATTEMPT STEPS LOG DISK
+  local attempt=$1 st=$2 logf=$3 disk=$4
+  cat >"$rootfs/etc/ms-lane.conf" <<EOF
+MS_STEPS="$st"
+MS_ATTEMPT=$attempt
+MS_PRELOAD="$preload"
+MS_BUDGET=$((budget - 30))
+MS_TIMEOUT=240
+MS_BOOT_WAIT=240
+MS_GUEST_MB=128
+MS_HOT=$hot
+MS_SWEEP=$sweep
+MS_PPS=$pps
+MS_PRINT=100
+MS_CODEC=zero,delta,lz4
+MS_PORT=47000
+EOF
+  (cd "$rootfs" && find . | cpio -o -H newc --quiet) >"$work/dom0.cpio" || fail_setup "cpio (dom0)"
+  rm -f "$disk"
+  truncate -s 1G "$disk"
+  log "attempt $attempt: dom0 initrd $(du -h "$work/dom0.cpio" | cut -f1), steps: $st"
+  timeout --kill-after=10 "$budget" qemu-system-x86_64 -accel tcg -nographic -no-reboot -m 2048 -smp 2 \
+    -cpu max,-fsgsbase -monitor none -serial stdio -net none \
+    -drive "file=$disk,format=raw,if=virtio" \
+    -kernel "$work/xen" -append "$xen_cmdline" \
+    -initrd "$vmlinuz console=hvc0 earlyprintk=xen rdinit=/init,$work/dom0.cpio" \
+    </dev/null >"$logf" 2>&1 &
+  qemu_pid=$!
+  # dom0 cannot power the emulated machine off through Xen: stop QEMU once
+  # the END line (written after the results disk is synced) shows up.
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    if tr -d '\r' <"$logf" | grep -q '^MS-LANE: END'; then
+      sleep 1
+      kill "$qemu_pid" 2>/dev/null
+      break
+    fi
+    sleep 2
+  done
+  wait "$qemu_pid" 2>/dev/null
+  qemu_pid=""
+}
+
+# Steps expanded with --runs: live migrations N times, the rest once.
+plan=""
+for s in $steps; do
+  case $s in
+    baseline|inband|tcp|fragmented)
+      if [ "$runs" -gt 1 ]; then for i in $(seq 1 "$runs"); do plan="$plan $s.$i"; done; else plan="$plan $s"; fi ;;
+    *) plan="$plan $s" ;;
+  esac
+done
+plan=${plan# }
+
+# verdicts ATTEMPT: reads the attempt's serial log into $work/verdict-N
+# ("step PASS|FAIL|SKIP detail"); steps with no line are "FAIL not reached".
+verdicts() {
+  local n=$1 logf=$art/serial-attempt$1.log s
+  tr -d '\r' <"$logf" | sed -n 's/^MS-STEP //p' >"$work/verdict-$n.raw"
+  : >"$work/verdict-$n"
+  for s in ${2}; do
+    if grep -q "^$s " "$work/verdict-$n.raw"; then
+      grep "^$s " "$work/verdict-$n.raw" | tail -1 >>"$work/verdict-$n"
+    else
+      why=$(tr -d '\r' <"$logf" | grep -m1 -E 'WATCHDOG|MS-STEP setup|Kernel panic|Panic on CPU|segfault' || true)
+      echo "$s FAIL not reached${why:+ ($why)}" >>"$work/verdict-$n"
+    fi
+  done
+}
+extract() { # ATTEMPT DISK
+  mkdir -p "$art/attempt$1"
+  tar -xf "$2" -C "$art/attempt$1" 2>/dev/null || log "attempt $1: no results archive on the disk"
+}
+
+# ---- attempt 1, and a retry of what failed ------------------------------------------------
+run_vm 1 "$plan" "$art/serial-attempt1.log" "$work/disk1.img"
+extract 1 "$work/disk1.img"
+verdicts 1 "$plan"
+failed=$(awk '$2 == "FAIL" { printf "%s ", $1 }' "$work/verdict-1")
+failed=${failed% }
+if [ -n "$failed" ] && [ $retry -eq 1 ]; then
+  log "attempt 1 failed: $failed; retrying those in a fresh VM"
+  run_vm 2 "$failed" "$art/serial-attempt2.log" "$work/disk2.img"
+  extract 2 "$work/disk2.img"
+  verdicts 2 "$failed"
+fi
+
+# ---- host-side check of the record capture --------------------------------------------------
+host_line=""
+record_check() { # DIR
+  local cap=$1/record.xc
+  [ -f "$cap" ] || return 0
+  local vs=$pkgroot/usr/lib/xen-4.17/bin/verify-stream-v2
+  if PYTHONPATH=$pkgroot/usr/lib/xen-4.17/lib/python python3 "$vs" -i "$cap" >"$art/record-verify-stream-v2.log" 2>&1; then
+    host_line="record-verify PASS Xen's verify-stream-v2 accepts the capture ($(wc -c <"$cap") bytes)"
+  else
+    host_line="record-verify FAIL verify-stream-v2 rejects the capture: $(tail -1 "$art/record-verify-stream-v2.log")"
+  fi
+  echo "$host_line" >>"$work/host-verdicts"
+  if [ -z "$migstream" ] || ! "$migstream" replay --help >/dev/null 2>&1; then
+    echo "record-replay SKIP migstream replay not built" >>"$work/host-verdicts"
+    return 0
+  fi
+  if "$migstream" replay --json "$cap" >"$art/record-replay.json" 2>"$art/record-replay.log"; then
+    echo "record-replay PASS migstream replay reproduced the capture byte for byte: $(tr -d '\n' <"$art/record-replay.json" | cut -c1-200)" >>"$work/host-verdicts"
+  else
+    echo "record-replay FAIL migstream replay: $(tail -2 "$art/record-replay.log" | tr '\n' ' ')" >>"$work/host-verdicts"
+  fi
+}
+: >"$work/host-verdicts"
+if grep -q '^record PASS' "$work/verdict-1"; then record_check "$art/attempt1"
+elif [ -f "$work/verdict-2" ] && grep -q '^record PASS' "$work/verdict-2"; then record_check "$art/attempt2"; fi
+
+# ---- report ------------------------------------------------------------------------------------
+final_fail=() flaky=() npass=0 nskip=0
+for s in $plan; do
+  v1=$(grep "^$s " "$work/verdict-1" | head -1)
+  v2=$( [ -f "$work/verdict-2" ] && grep "^$s " "$work/verdict-2" | head -1 || true)
+  r1=$(echo "$v1" | awk '{ print $2 }')
+  r2=$(echo "$v2" | awk '{ print $2 }')
+  printf '  %-14s %s\n' "$s" "${v1#"$s "}"
+  [ -n "$v2" ] && printf '  %-14s retry: %s\n' "" "${v2#"$s "}"
+  final=${r2:-$r1}
+  case $final in
+    PASS) npass=$((npass + 1)); [ "$r1" = FAIL ] && flaky+=("$s") ;;
+    SKIP) nskip=$((nskip + 1)) ;;
+    *) final_fail+=("$s") ;;
+  esac
+done
+while read -r s res detail; do
+  printf '  %-14s %s %s\n' "$s" "$res" "$detail"
+  case $res in PASS) npass=$((npass + 1)) ;; SKIP) nskip=$((nskip + 1)) ;; *) final_fail+=("$s") ;; esac
+done <"$work/host-verdicts"
+cat "$art"/attempt*/results.txt >"$art/results.txt" 2>/dev/null
+took=$(( $(date +%s) - t_start ))
+echo "xen-lane: $npass passed, ${#final_fail[@]} failed, $nskip skipped"
+logs="artifacts/xen-lane/serial-attempt1.log$([ -f "$work/verdict-2" ] && echo ' artifacts/xen-lane/serial-attempt2.log')"
+if [ ${#final_fail[@]} -eq 0 ] && [ $npass -gt 0 ]; then
+  echo "xen-lane: PASS (${took}s${flaky[*]:+; passed on retry: ${flaky[*]}}; serial log: $logs)"
+  exit 0
+fi
+echo "xen-lane: FAIL ${final_fail[*]} (${took}s; serial log: $logs)"
+exit 1

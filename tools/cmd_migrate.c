@@ -1,0 +1,370 @@
+/* `migstream migrate`: live-migrate the memory of a running process (or of
+ * a command started for it) with a chosen policy, verify the destination,
+ * report. Several policies (--policy precopy,fragmented or all) run one
+ * after another on the same workload (a fresh instance of a command each
+ * time) and are compared. `migstream demo` is this command with fixed
+ * arguments. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fragsched/fragsched.h"
+#include "tools/tools.h"
+
+#define MAX_POLICIES 8
+
+typedef struct migrate_args {
+    ms_engine_config cfg;
+    const char *policies[MAX_POLICIES];
+    size_t npolicies;
+    int pid;
+    char **command;
+    const char *command_output;
+    double warmup_s;
+    uint64_t max_pages;
+    bool json;
+    const char *plot;
+    const char *plot_title;
+    bool stop_after;
+    bool quiet;
+} migrate_args;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: migstream migrate [OPTIONS] (--pid PID | -- COMMAND [ARGS...])\n\n"
+        "Live-migrate the memory of a running process, or of COMMAND started under\n"
+        "dirty tracking (userfaultfd write-protect + PAGEMAP_SCAN; needs root and\n"
+        "Linux >= 6.7), then check the destination page for page.\n\n"
+        "  --policy P[,P...]     precopy (Xen 4.17 default), fragmented (default),\n"
+        "                        downtime (QEMU-like), or all; several run one after\n"
+        "                        another and are compared\n"
+        "  --pid PID             attach to a running process (and its threads)\n"
+        "  --children            with --pid: also track its descendants\n"
+        "  --to HOST:PORT|local  destination: `migstream recv` there, or a receiver\n"
+        "                        in this process on loopback (default local; only\n"
+        "                        local can verify page for page)\n"
+        "  --chain CHAIN         codec chain (default zero,delta,lz4)\n"
+        "  --channels N          parallel TCP connections (default 1)\n"
+        "  --workers N           encode/decode threads per side (default: cores)\n"
+        "  --max-bandwidth RATE  cap on the wire, bytes/s (\"125M\", \"1gbit\")\n"
+        "  --downtime MS         downtime target (default 300)\n"
+        "  --fragment-size SIZE  fragment size, multiple of 256K (default 2M)\n"
+        "  --max-rounds N        safety bound on live rounds (default 30)\n"
+        "  --key FILE            pre-shared key: seal every frame\n"
+        "  --warmup SECONDS      let a started COMMAND run first (default 2)\n"
+        "  --command-output FILE where COMMAND's stdout/stderr go (default /dev/null)\n"
+        "  --max-memory SIZE     most memory the process may grow to (default 16G)\n"
+        "  --after resume|stop   --pid: let the process run on (default) or leave it\n"
+        "                        stopped as a migrated original would be\n"
+        "  --record-trace FILE   write the dirty trace for `migstream sim --trace`\n"
+        "  --json                print the reports as JSON ({\"migrations\":[...]})\n"
+        "  --plot PREFIX         write PREFIX.png and PREFIX.svg (gnuplot)\n"
+        "  --quiet               no per-round progress lines\n");
+}
+
+static int parse_policies(migrate_args *a, const char *text)
+{
+    if (!strcmp(text, "all"))
+        text = "precopy,fragmented,downtime";
+    a->npolicies = 0;
+    char *copy = strdup(text), *save = NULL;
+    int rc = MS_OK;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        const ms_policy_ops *ops = ms_policy_by_name(t);
+        if (!ops) {
+            rc = ms_error(MS_ERR_INVAL, "unknown policy '%s' (known: %s, all)", t, ms_policy_names());
+            break;
+        }
+        if (a->npolicies == MAX_POLICIES) {
+            rc = ms_error(MS_ERR_INVAL, "more than %d policies", MAX_POLICIES);
+            break;
+        }
+        a->policies[a->npolicies++] = ops->name; /* static storage */
+    }
+    free(copy);
+    if (!rc && !a->npolicies)
+        rc = ms_error(MS_ERR_INVAL, "--policy needs at least one name");
+    return rc;
+}
+
+static int parse_uint(const char *opt, const char *s, unsigned lo, unsigned hi, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi)
+        return ms_error(MS_ERR_INVAL, "%s: '%s' is not a number in %u..%u", opt, s, lo, hi);
+    *out = (unsigned)v;
+    return MS_OK;
+}
+
+static int parse_double(const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || end == s || !(v >= lo && v <= hi))
+        return ms_error(MS_ERR_INVAL, "%s: '%s' is not a number in %g..%g", opt, s, lo, hi);
+    *out = v;
+    return MS_OK;
+}
+
+enum {
+    OPT_POLICY = 1000, OPT_PID, OPT_TO, OPT_CHAIN, OPT_CHANNELS, OPT_WORKERS, OPT_BW, OPT_DOWNTIME,
+    OPT_FRAG, OPT_ROUNDS, OPT_KEY, OPT_WARMUP, OPT_CMDOUT, OPT_MAXMEM, OPT_AFTER, OPT_TRACE,
+    OPT_JSON, OPT_PLOT, OPT_QUIET, OPT_CHILDREN, OPT_TITLE,
+};
+
+static const struct option long_opts[] = {
+    {"policy", required_argument, NULL, OPT_POLICY},
+    {"pid", required_argument, NULL, OPT_PID},
+    {"children", no_argument, NULL, OPT_CHILDREN},
+    {"to", required_argument, NULL, OPT_TO},
+    {"chain", required_argument, NULL, OPT_CHAIN},
+    {"channels", required_argument, NULL, OPT_CHANNELS},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"max-bandwidth", required_argument, NULL, OPT_BW},
+    {"downtime", required_argument, NULL, OPT_DOWNTIME},
+    {"fragment-size", required_argument, NULL, OPT_FRAG},
+    {"max-rounds", required_argument, NULL, OPT_ROUNDS},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"command-output", required_argument, NULL, OPT_CMDOUT},
+    {"max-memory", required_argument, NULL, OPT_MAXMEM},
+    {"after", required_argument, NULL, OPT_AFTER},
+    {"record-trace", required_argument, NULL, OPT_TRACE},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"plot", required_argument, NULL, OPT_PLOT},
+    {"plot-title", required_argument, NULL, OPT_TITLE},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static uint8_t key_buf[MS_KEY_SIZE];
+static bool children_flag;
+
+static int parse_one(migrate_args *a, int c, const char *v)
+{
+    uint64_t u;
+    unsigned n;
+    double d;
+    int rc;
+    switch (c) {
+    case OPT_POLICY: return parse_policies(a, v);
+    case OPT_PID:
+        if ((rc = parse_uint("--pid", v, 1, 1u << 30, &n)))
+            return rc;
+        a->pid = (int)n;
+        return MS_OK;
+    case OPT_CHILDREN: children_flag = true; return MS_OK;
+    case OPT_TO: a->cfg.to = v; return MS_OK;
+    case OPT_CHAIN: return ms_chain_parse(v, &a->cfg.session.chain);
+    case OPT_CHANNELS: return parse_uint("--channels", v, 1, MS_HELLO_MAX_CHANNELS, &a->cfg.channels);
+    case OPT_WORKERS: return parse_uint("--workers", v, 1, 256, &a->cfg.session.workers);
+    case OPT_BW:
+        if (ms_parse_rate(v, &a->cfg.session.max_bandwidth))
+            return ms_error(MS_ERR_INVAL, "--max-bandwidth: bad rate '%s'", v);
+        return MS_OK;
+    case OPT_DOWNTIME:
+        if ((rc = parse_double("--downtime", v, 0.1, 3.6e6, &d)))
+            return rc;
+        a->cfg.policy_cfg.downtime_ms = d;
+        return MS_OK;
+    case OPT_FRAG:
+        if (ms_parse_size(v, &u) || !u || u % (64 * MS_PAGE_SIZE) || u / MS_PAGE_SIZE > (1u << 24))
+            return ms_error(MS_ERR_INVAL, "--fragment-size: '%s' is not a multiple of 256K up to 64G", v);
+        a->cfg.policy_cfg.fragment_pages = (uint32_t)(u / MS_PAGE_SIZE);
+        return MS_OK;
+    case OPT_ROUNDS: return parse_uint("--max-rounds", v, 1, 100000, &a->cfg.policy_cfg.max_rounds);
+    case OPT_KEY:
+        if ((rc = ms_key_load(v, key_buf)))
+            return rc;
+        a->cfg.session.key = key_buf;
+        return MS_OK;
+    case OPT_WARMUP: return parse_double("--warmup", v, 0, 3600, &a->warmup_s);
+    case OPT_CMDOUT: a->command_output = v; return MS_OK;
+    case OPT_MAXMEM:
+        if (ms_parse_size(v, &u) || u < MS_PAGE_SIZE)
+            return ms_error(MS_ERR_INVAL, "--max-memory: bad size '%s'", v);
+        a->max_pages = u / MS_PAGE_SIZE;
+        return MS_OK;
+    case OPT_AFTER:
+        if (strcmp(v, "resume") && strcmp(v, "stop"))
+            return ms_error(MS_ERR_INVAL, "--after: '%s' is not resume or stop", v);
+        a->stop_after = !strcmp(v, "stop");
+        return MS_OK;
+    case OPT_TRACE: a->cfg.record_trace = v; return MS_OK;
+    case OPT_JSON: a->json = true; return MS_OK;
+    case OPT_PLOT: a->plot = v; return MS_OK;
+    case OPT_TITLE: a->plot_title = v; return MS_OK;
+    case OPT_QUIET: a->quiet = true; return MS_OK;
+    default: return ms_error(MS_ERR_INVAL, "unknown option (see migstream migrate --help)");
+    }
+}
+
+static int parse_args(migrate_args *a, int argc, char **argv, bool *help)
+{
+    ms_engine_config_default(&a->cfg);
+    a->policies[0] = "fragmented";
+    a->npolicies = 1;
+    a->warmup_s = -1;
+    a->max_pages = (16ull << 30) / MS_PAGE_SIZE;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "+h", long_opts, NULL)) != -1) {
+        if (c == 'h') {
+            *help = true;
+            return MS_OK;
+        }
+        if (c == '?')
+            return ms_error(MS_ERR_INVAL, "unknown or incomplete option '%s'", argv[optind - 1]);
+        int rc = parse_one(a, c, optarg);
+        if (rc)
+            return rc;
+    }
+    if (optind < argc)
+        a->command = argv + optind;
+    if (!a->pid == !a->command)
+        return ms_error(MS_ERR_INVAL, "give exactly one of --pid PID or -- COMMAND");
+    if (a->warmup_s < 0)
+        a->warmup_s = a->command ? 2 : 0;
+    if (a->cfg.record_trace && a->npolicies > 1)
+        return ms_error(MS_ERR_INVAL, "--record-trace takes a single --policy");
+    if (!a->command_output)
+        a->command_output = "/dev/null";
+    a->cfg.progress = !a->quiet && !a->json;
+    a->cfg.after = a->stop_after ? MS_AFTER_STAY_PAUSED : MS_AFTER_RESUME;
+    return MS_OK;
+}
+
+static void sleep_s(double s)
+{
+    if (s <= 0)
+        return;
+    struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {
+    }
+}
+
+static int open_source(const migrate_args *a, ms_page_source **src)
+{
+    ms_process_opts po = {.max_pages = a->max_pages};
+    int rc = ms_process_probe();
+    if (rc)
+        return rc;
+    if (a->pid) {
+        po.flags = children_flag ? MS_PROC_CHILDREN : 0;
+        return ms_process_source_attach(a->pid, &po, src);
+    }
+    po.output = a->command_output;
+    rc = ms_process_source_spawn(a->command, &po, src);
+    if (!rc)
+        sleep_s(a->warmup_s);
+    return rc;
+}
+
+static int migrate_once(const migrate_args *a, const char *policy, ms_migration_report *rep)
+{
+    ms_page_source *src = NULL;
+    int rc = open_source(a, &src);
+    if (rc)
+        return rc;
+    ms_engine_config cfg = a->cfg;
+    cfg.policy = policy;
+    if (cfg.progress)
+        fprintf(stderr, "migrating %s with policy %s\n", src->desc, policy);
+    rc = ms_migrate(src, &cfg, rep);
+    int pid = ms_process_source_pid(src);
+    ms_source_destroy(src);
+    if (!rc && a->pid && a->stop_after && pid > 0)
+        kill(pid, SIGSTOP); /* destroy resumes an attached process; the original stays stopped */
+    return rc;
+}
+
+static int output(const migrate_args *a, ms_migration_report *reps, size_t n)
+{
+    if (a->json) {
+        printf("{\"migrations\":[");
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                putchar(',');
+            ms_report_json(&reps[i], stdout);
+        }
+        printf("]}\n");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            putchar('\n');
+            ms_report_print(&reps[i], stdout);
+        }
+        if (n > 1)
+            ms_report_compare(reps, n, stdout);
+    }
+    fflush(stdout);
+    if (!a->plot)
+        return MS_OK;
+    const ms_migration_report *ptrs[MAX_POLICIES];
+    for (size_t i = 0; i < n; i++)
+        ptrs[i] = &reps[i];
+    char title[256];
+    snprintf(title, sizeof(title), "%s", a->plot_title ? a->plot_title : reps[0].source);
+    int rc = ms_report_plot(ptrs, n, a->plot, title);
+    if (!rc && !a->json)
+        printf("plots: %s.png %s.svg\n", a->plot, a->plot);
+    return rc;
+}
+
+int cmd_migrate(int argc, char **argv)
+{
+    migrate_args a;
+    memset(&a, 0, sizeof(a));
+    bool help = false;
+    int rc = parse_args(&a, argc, argv, &help);
+    if (help) {
+        usage(stdout);
+        return MS_EXIT_OK;
+    }
+    if (rc) {
+        fprintf(stderr, "migstream migrate: %s\n", ms_last_error());
+        return MS_EXIT_USAGE;
+    }
+    ms_migration_report reps[MAX_POLICIES];
+    memset(reps, 0, sizeof(reps));
+    size_t done = 0;
+    for (; done < a.npolicies; done++) {
+        rc = migrate_once(&a, a.policies[done], &reps[done]);
+        if (rc && rc != MS_ERR_VERIFY)
+            break;
+        if (rc == MS_ERR_VERIFY)
+            fprintf(stderr, "migstream migrate: %s\n", ms_last_error());
+    }
+    int status = rc;
+    if (rc && rc != MS_ERR_VERIFY) {
+        ms_errbuf eb = {0};
+        ms_errbuf_capture(&eb);
+        if (rc == MS_ERR_UNSUPPORTED)
+            fprintf(stderr, "migstream migrate: cannot track process memory here: %s\n", eb.msg);
+        else
+            fprintf(stderr, "migstream migrate (%s): %s\n", a.policies[done], eb.msg);
+    }
+    if (done) {
+        int orc = output(&a, reps, done);
+        if (orc && !status) {
+            fprintf(stderr, "migstream migrate: %s\n", ms_last_error());
+            status = orc;
+        }
+    }
+    for (size_t i = 0; i < a.npolicies; i++) {
+        if (reps[i].verify_done && !reps[i].verified && !status)
+            status = MS_ERR_VERIFY;
+        ms_report_free(&reps[i]);
+    }
+    return ms_exit_code(status);
+}
