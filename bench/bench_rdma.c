@@ -3,11 +3,13 @@
  * 56-byte header plus a body from reused buffers; recv of both).
  *
  * Local mode (default): sender and receiver threads in this process, over
- * ADDR, for each transport in turn. Reports wall time, throughput, the
- * process's CPU (user + system of both threads: what the application pays)
- * and the whole machine's busy CPU from /proc/stat (which, with Soft-RoCE,
- * also holds the kernel's emulation of the NIC that real hardware does in
- * silicon).
+ * ADDR, for each transport in turn (alternating over --reps). Reports
+ * throughput and CPU per GiB split into user and system time, for the whole
+ * process and for each thread (getrusage RUSAGE_THREAD), plus the machine's
+ * busy CPU from /proc/stat. The split matters under Soft-RoCE: rxe emulates
+ * the NIC in the kernel (payload copies, ICRC, UDP), charged as system time
+ * to the thread that posts, which real RDMA hardware does in silicon; the
+ * user time is what the rdma data path itself costs.
  *
  *   bench_rdma [--addr IP] [--bytes SIZE] [--body SIZE] [--transport rdma|tcp|both]
  *              [--reps N] [--rdma-opts SPEC] [--json]
@@ -37,11 +39,16 @@ typedef struct cfg {
     bool json;
 } cfg;
 
+typedef struct cpu {
+    double user, sys;
+} cpu;
+
 typedef struct result {
     const char *transport;
     double wall_s, mbps;
-    double proc_cpu_s, sys_cpu_s;     /* process CPU; whole machine busy CPU */
-    double send_cpu_s, recv_cpu_s;    /* per thread */
+    cpu proc;                  /* the whole process (both ends in local mode) */
+    cpu send, recv;            /* the sending and the receiving thread */
+    double machine_s;          /* busy CPU of the whole machine (/proc/stat) */
     uint64_t zcopy_bytes, copy_bytes;
 } result;
 
@@ -60,12 +67,18 @@ static double machine_busy_s(void)
     return (double)busy / (double)sysconf(_SC_CLK_TCK);
 }
 
-static double proc_cpu_s(void)
+static cpu cpu_now(int who)
 {
     struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
+    getrusage(who, &ru);
+    return (cpu){(double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
+                 (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6};
+}
+
+static cpu cpu_since(int who, cpu t0)
+{
+    cpu t = cpu_now(who);
+    return (cpu){t.user - t0.user, t.sys - t0.sys};
 }
 
 static int open_pair(const char *transport, const char *addr, const ms_rdma_options *ro, bool listen_side,
@@ -96,14 +109,14 @@ typedef struct side {
     uint64_t bytes;
     size_t body;
     int rc;
-    double cpu_s;
+    cpu used;
     char err[256];
 } side;
 
 static void *sender(void *p)
 {
     side *s = p;
-    double t0 = ms_thread_cpu_s();
+    cpu t0 = cpu_now(RUSAGE_THREAD);
     uint8_t *hdr = calloc(1, HDR), *body = malloc(s->body);
     memset(body, 0x5a, s->body);
     uint64_t pos = 0;
@@ -120,7 +133,7 @@ static void *sender(void *p)
     if (s->rc == MS_OK)
         s->rc = ms_conn_recv(s->c, &ack, 1, NULL);
     snprintf(s->err, sizeof(s->err), "%s", ms_last_error());
-    s->cpu_s = ms_thread_cpu_s() - t0;
+    s->used = cpu_since(RUSAGE_THREAD, t0);
     free(hdr);
     free(body);
     return NULL;
@@ -129,7 +142,7 @@ static void *sender(void *p)
 static void *receiver(void *p)
 {
     side *s = p;
-    double t0 = ms_thread_cpu_s();
+    cpu t0 = cpu_now(RUSAGE_THREAD);
     uint8_t *hdr = malloc(HDR), *body = malloc(s->body);
     uint64_t pos = 0;
     s->rc = MS_OK;
@@ -143,7 +156,7 @@ static void *receiver(void *p)
     if (s->rc == MS_OK && ms_conn_recv(s->c, hdr, 1, &got) == MS_ERR_CLOSED)
         s->rc = ms_conn_send(s->c, "K", 1);
     snprintf(s->err, sizeof(s->err), "%s", ms_last_error());
-    s->cpu_s = ms_thread_cpu_s() - t0;
+    s->used = cpu_since(RUSAGE_THREAD, t0);
     free(hdr);
     free(body);
     return NULL;
@@ -198,7 +211,8 @@ static int run_local(const cfg *g, const char *transport, result *r)
         return rc;
     }
     side s = {.c = cc, .bytes = g->bytes, .body = g->body}, d = {.c = sc, .bytes = g->bytes, .body = g->body};
-    double busy0 = machine_busy_s(), cpu0 = proc_cpu_s();
+    double busy0 = machine_busy_s();
+    cpu cpu0 = cpu_now(RUSAGE_SELF);
     uint64_t t0 = ms_now_ns();
     pthread_t ts, td;
     pthread_create(&td, NULL, receiver, &d);
@@ -207,8 +221,8 @@ static int run_local(const cfg *g, const char *transport, result *r)
     pthread_join(td, NULL);
     double wall = (double)(ms_now_ns() - t0) / 1e9;
     *r = (result){.transport = transport, .wall_s = wall, .mbps = (double)g->bytes / wall / 1e6,
-                  .proc_cpu_s = proc_cpu_s() - cpu0, .sys_cpu_s = machine_busy_s() - busy0,
-                  .send_cpu_s = s.cpu_s, .recv_cpu_s = d.cpu_s};
+                  .proc = cpu_since(RUSAGE_SELF, cpu0), .machine_s = machine_busy_s() - busy0,
+                  .send = s.used, .recv = d.used};
     fill_stats(r, cc);
     ms_conn_close(cc);
     ms_conn_close(sc);
@@ -222,18 +236,23 @@ static void print_result(const cfg *g, const result *r)
 {
     double gib = (double)g->bytes / (double)(1u << 30);
     if (g->json) {
-        printf("{\"transport\":\"%s\",\"bytes\":%llu,\"wall_s\":%.3f,\"MBps\":%.1f,\"proc_cpu_s_per_GiB\":%.3f,"
-               "\"machine_cpu_s_per_GiB\":%.3f,\"send_cpu_s_per_GiB\":%.3f,\"recv_cpu_s_per_GiB\":%.3f,"
-               "\"zcopy_bytes\":%llu,\"copy_bytes\":%llu}\n",
-               r->transport, (unsigned long long)g->bytes, r->wall_s, r->mbps, r->proc_cpu_s / gib,
-               r->sys_cpu_s / gib, r->send_cpu_s / gib, r->recv_cpu_s / gib, (unsigned long long)r->zcopy_bytes,
-               (unsigned long long)r->copy_bytes);
+        printf("{\"transport\":\"%s\",\"bytes\":%llu,\"wall_s\":%.3f,\"MBps\":%.1f,"
+               "\"proc_user_s_per_GiB\":%.3f,\"proc_sys_s_per_GiB\":%.3f,"
+               "\"send_user_s_per_GiB\":%.3f,\"send_sys_s_per_GiB\":%.3f,"
+               "\"recv_user_s_per_GiB\":%.3f,\"recv_sys_s_per_GiB\":%.3f,"
+               "\"machine_s_per_GiB\":%.3f,\"zcopy_bytes\":%llu,\"copy_bytes\":%llu}\n",
+               r->transport, (unsigned long long)g->bytes, r->wall_s, r->mbps, r->proc.user / gib,
+               r->proc.sys / gib, r->send.user / gib, r->send.sys / gib, r->recv.user / gib, r->recv.sys / gib,
+               r->machine_s / gib, (unsigned long long)r->zcopy_bytes, (unsigned long long)r->copy_bytes);
+        fflush(stdout);
         return;
     }
-    printf("%-5s %8.1f MB/s  process CPU %6.3f s/GiB (sender %6.3f, receiver %6.3f)  machine CPU %6.3f s/GiB",
-           r->transport, r->mbps, r->proc_cpu_s / gib, r->send_cpu_s / gib, r->recv_cpu_s / gib, r->sys_cpu_s / gib);
+    printf("%-4s %7.1f MB/s  CPU s/GiB: process user %.3f sys %.3f | sender user %.3f sys %.3f | "
+           "receiver user %.3f sys %.3f | machine %.3f",
+           r->transport, r->mbps, r->proc.user / gib, r->proc.sys / gib, r->send.user / gib, r->send.sys / gib,
+           r->recv.user / gib, r->recv.sys / gib, r->machine_s / gib);
     if (!strcmp(r->transport, "rdma"))
-        printf("  [zero-copy %.0f%%]", 100.0 * (double)r->zcopy_bytes / (double)(r->zcopy_bytes + r->copy_bytes + 1));
+        printf(" | zero-copy %.0f%%", 100.0 * (double)r->zcopy_bytes / (double)(r->zcopy_bytes + r->copy_bytes + 1));
     printf("\n");
     fflush(stdout);
 }
@@ -252,18 +271,20 @@ static int run_remote(const cfg *g, const char *transport, const char *hostport,
     if (rc < 0)
         return rc;
     side s = {.c = c, .bytes = g->bytes, .body = g->body};
-    double busy0 = machine_busy_s(), cpu0 = proc_cpu_s();
+    double busy0 = machine_busy_s();
+    cpu cpu0 = cpu_now(RUSAGE_SELF);
     uint64_t t0 = ms_now_ns();
     serve ? receiver(&s) : sender(&s);
     double wall = (double)(ms_now_ns() - t0) / 1e9;
     result r = {.transport = transport, .wall_s = wall, .mbps = (double)g->bytes / wall / 1e6,
-                .proc_cpu_s = proc_cpu_s() - cpu0, .sys_cpu_s = machine_busy_s() - busy0};
-    (serve ? &r.recv_cpu_s : &r.send_cpu_s)[0] = s.cpu_s;
+                .proc = cpu_since(RUSAGE_SELF, cpu0), .machine_s = machine_busy_s() - busy0};
+    *(serve ? &r.recv : &r.send) = s.used;
     fill_stats(&r, c);
     ms_conn_close(c);
     if (s.rc < 0)
         return ms_error(s.rc, "%s", s.err);
-    printf("%s ", serve ? "receiver" : "sender  ");
+    if (!g->json)
+        printf("%s ", serve ? "receiver" : "sender  ");
     print_result(g, &r);
     return MS_OK;
 }

@@ -116,20 +116,26 @@ typedef struct ms_stage_stats {
 } ms_stage_stats;
 void ms_stage_stats_add(ms_stage_stats *into, const ms_stage_stats *s);
 
+/* Delta and dedup share one page store (the last version sent of each
+ * pfn, mirrored on both sides); its bound is delta_cache_bytes if delta is
+ * on plus dedup_bytes if dedup is on, bookkeeping included. Both sides must
+ * use the same stages, page size and bounds. */
 typedef struct ms_page_coder_config {
     uint32_t stages;          /* MS_STAGE_* bits active for this stream */
     size_t page_size;         /* MS_PAGE_SIZE unless a test says otherwise */
-    uint64_t delta_cache_bytes; /* bound on the delta page cache (default 64 MiB) */
-    uint64_t dedup_bytes;     /* bound on the dedup index/cache (default 64 MiB) */
+    uint64_t delta_cache_bytes; /* delta's share of the page store (0: 64 MiB) */
+    uint64_t dedup_bytes;     /* dedup's share of the page store (0: 64 MiB) */
+    unsigned dedup_hash_bits; /* tests only: keep this many bits of the content
+                                 hash (0: all 64) to force collisions */
 } ms_page_coder_config;
 
 typedef struct ms_page_coder ms_page_coder;
 ms_page_coder *ms_page_coder_new(const ms_page_coder_config *cfg);
 void ms_page_coder_free(ms_page_coder *pc);
-/* Bytes currently held by the coder's caches (never above the bounds). */
+/* Bytes currently held by the coder's page store (never above the bound). */
 uint64_t ms_page_coder_cache_bytes(const ms_page_coder *pc);
-/* Pages the delta cache can hold: what fits delta_cache_bytes after the
- * per-entry bookkeeping (0 without the delta stage). */
+/* Pages the page store can hold: what fits its bound after the per-entry
+ * bookkeeping (0 without delta and dedup). */
 uint64_t ms_page_coder_cache_capacity(const ms_page_coder *pc);
 
 /* Encode `count` pages (page i at pages + i*page_size, address pfns[i]) into

@@ -43,8 +43,21 @@ static void fill_done(ms_round_record *rec, const ms_round_done *d)
     rec->time_s = d->time_s;
 }
 
+/* Pages numbered since the last read have never been sent: whatever the
+ * source says about them, they are dirty (a source that forgets to report
+ * new memory must not cost a page). */
+static void mark_new_pages(uint64_t *bm, uint64_t from, uint64_t to)
+{
+    for (; from < to && from % 64; from++)
+        ms_bit_set(bm, from);
+    for (; from + 64 <= to; from += 64)
+        bm[from / 64] = ~0ull;
+    for (; from < to; from++)
+        ms_bit_set(bm, from);
+}
+
 static int read_dirty(ms_page_source *src, uint64_t *bm, size_t nwords, uint64_t cap,
-                      const ms_engine_loop_opts *o, double t)
+                      uint64_t *known, const ms_engine_loop_opts *o, double t)
 {
     memset(bm, 0, nwords * 8);
     int rc = ms_source_dirty(src, bm);
@@ -53,6 +66,10 @@ static int read_dirty(ms_page_source *src, uint64_t *bm, size_t nwords, uint64_t
     if (src->npages > cap)
         return ms_error(MS_ERR_LIMIT, "%s: grew to %llu pages, above its stated bound of %llu",
                         src->desc, (unsigned long long)src->npages, (unsigned long long)cap);
+    if (src->npages > *known) {
+        mark_new_pages(bm, *known, src->npages);
+        *known = src->npages;
+    }
     if (o->trace)
         return ms_engine_trace_interval(o->trace, t, bm, cap);
     return MS_OK;
@@ -65,6 +82,7 @@ typedef struct loop_state {
     uint64_t *tmp;   /* one raw bitmap read */
     size_t nwords;
     uint64_t cap;    /* bitmap bits: the most pages the source may number */
+    uint64_t known;  /* pages the source numbered at the last read */
     uint32_t fp, wpf;
     bool sync;       /* the policy wants bitmap reads within a round */
     double t0, t_read, interval;
@@ -88,7 +106,7 @@ static void or_into(uint64_t *dst, const uint64_t *src, size_t nwords)
 static int sync_within_round(ms_page_source *src, const ms_engine_loop_opts *o, ms_engine_backend *b,
                              loop_state *ls, const uint32_t *rest, uint32_t nrest)
 {
-    int rc = read_dirty(src, ls->tmp, ls->nwords, ls->cap, o, b->now(b->ctx) - ls->t0);
+    int rc = read_dirty(src, ls->tmp, ls->nwords, ls->cap, &ls->known, o, b->now(b->ctx) - ls->t0);
     if (rc)
         return rc;
     for (uint32_t i = 0; i < nrest; i++) {
@@ -178,7 +196,7 @@ static int live_rounds(ms_page_source *src, const ms_engine_loop_opts *o, ms_eng
         double t_now = b->now(b->ctx);
         ls->interval = t_now - ls->t_read; /* what the bitmap covers */
         ls->t_read = t_now;
-        if ((rc = read_dirty(src, ls->tmp, ls->nwords, ls->cap, o, ls->t_read - ls->t0)))
+        if ((rc = read_dirty(src, ls->tmp, ls->nwords, ls->cap, &ls->known, o, ls->t_read - ls->t0)))
             return rc;
         or_into(ls->next, ls->tmp, ls->nwords);
         uint64_t *t = ls->bm;
@@ -197,7 +215,7 @@ static int final_round(ms_page_source *src, const ms_engine_loop_opts *o, ms_eng
         return ms_error_wrap(rc, "%s: pause", src->desc);
     /* The live rounds may have left dirty bits from reads within the last
      * round in `next`: they belong to this round too. */
-    if ((rc = read_dirty(src, ls->bm, ls->nwords, ls->cap, o, *t_pause - ls->t0)))
+    if ((rc = read_dirty(src, ls->bm, ls->nwords, ls->cap, &ls->known, o, *t_pause - ls->t0)))
         return rc;
     or_into(ls->bm, ls->next, ls->nwords);
     uint64_t dirty = ms_bitmap_count(ls->bm, ls->cap);
@@ -275,10 +293,8 @@ int ms_engine_loop(ms_page_source *src, const ms_engine_loop_opts *o, ms_engine_
         goto out;
     }
     ls.t0 = ls.t_read = b->now(b->ctx);
-    for (uint64_t i = 0; i < src->npages / 64; i++)
-        ls.bm[i] = ~0ull;
-    if (src->npages % 64)
-        ls.bm[src->npages / 64] = (1ull << (src->npages % 64)) - 1;
+    mark_new_pages(ls.bm, 0, src->npages);
+    ls.known = src->npages;
     rc = live_rounds(src, o, b, &ls, rep);
     if (rc)
         goto out;
@@ -313,6 +329,7 @@ typedef struct live_backend {
     uint64_t *pfns;
     uint8_t *buf;
     uint64_t t_round, pages; /* the round going out */
+    uint64_t read_ns, queue_ns; /* where its time went */
 } live_backend;
 
 static double live_now(void *ctx)
@@ -325,11 +342,16 @@ static int live_flush(live_backend *lb, uint32_t round, uint32_t frag, size_t n)
 {
     if (!n)
         return MS_OK;
+    uint64_t t0 = ms_now_ns();
     int rc = ms_source_read(lb->src, lb->pfns, n, lb->buf);
     if (rc)
         return ms_error_wrap(rc, "%s: read %zu pages from %llu", lb->src->desc, n,
                              (unsigned long long)lb->pfns[0]);
-    return ms_sender_pages(lb->snd, round, frag, lb->pfns, lb->buf, n);
+    uint64_t t1 = ms_now_ns();
+    rc = ms_sender_pages(lb->snd, round, frag, lb->pfns, lb->buf, n);
+    lb->read_ns += t1 - t0;
+    lb->queue_ns += ms_now_ns() - t1;
+    return rc;
 }
 
 static int live_round_begin(void *ctx, uint32_t round)
@@ -338,6 +360,7 @@ static int live_round_begin(void *ctx, uint32_t round)
     (void)round;
     lb->t_round = ms_now_ns();
     lb->pages = 0;
+    lb->read_ns = lb->queue_ns = 0;
     return MS_OK;
 }
 
@@ -374,9 +397,14 @@ static int live_round_end(void *ctx, uint32_t round, bool final, ms_round_done *
 {
     (void)final;
     live_backend *lb = ctx;
+    uint64_t t = ms_now_ns();
     int rc = ms_sender_round_end(lb->snd, round);
     if (rc)
         return rc;
+    ms_log(MS_LOG_DEBUG, "round %u: %llu pages, source reads %.1f ms, queueing %.1f ms, "
+           "waiting for the acknowledgement %.1f ms, total %.1f ms", round,
+           (unsigned long long)lb->pages, lb->read_ns / 1e6, lb->queue_ns / 1e6,
+           (ms_now_ns() - t) / 1e6, (ms_now_ns() - lb->t_round) / 1e6);
     /* Read after the acknowledgement: the writers are idle until we queue
      * the next round's pages, so the per-round counters are settled. */
     const ms_stats *st = ms_sender_stats(lb->snd);

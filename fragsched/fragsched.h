@@ -76,6 +76,9 @@ typedef struct ms_policy_config {
     unsigned max_rounds;     /* safety: live rounds before stop-and-copy
                               * (fragmented, downtime); 0 = 30 */
     double ewma_alpha;       /* weight of the newest sample in smoothed rates; 0 = 0.5 */
+    bool hold_on_stop;       /* fragmented: when stopping, keep hot fragments held
+                              * back for the pause instead of sending everything
+                              * live once more, hottest last (default false) */
 } ms_policy_config;
 
 /* Fill the defaults above (explicit values instead of zeros). */

@@ -218,8 +218,15 @@ static int frag_plan(void *state, const ms_round_view *v, ms_plan *out)
     p->prev_outstanding = outstanding;
 
     if (out->est_stop_s <= target_s) {
-        /* Sending the cold part live first costs no extra total time (the
-         * same pages go either way) but takes it out of the downtime. */
+        /* Everything fits: send it live one last time, hottest last, then
+         * pause. Only pages written between their send and the pause stay
+         * for the downtime, and for the hottest that window is shortest.
+         * (Holding hot fragments to the end instead leaves all of them.) */
+        if (!p->cfg.hold_on_stop && held) {
+            memset(out->defer, 0, v->nfragments);
+            cold_first(p, v, out->defer, out->order);
+            held = 0;
+        }
         out->decision = held < outstanding ? MS_DECIDE_STOP_AFTER : MS_DECIDE_STOP_NOW;
         snprintf(out->reason, sizeof(out->reason),
                  "estimated stop-and-copy %.1f ms <= target %.0f ms (%llu pages, %llu held back)",

@@ -24,6 +24,37 @@ typedef struct opts {
     bool thp, quiet;
 } opts;
 
+/* Built without the project's libraries (see meson.build), so its own
+ * clock and size parser. */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* "512M", "1G", "1GiB", "65536" (bytes). */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s)
+        return -1;
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case 't': case 'T': shift = 40; end++; break;
+    }
+    if (shift && (!strcmp(end, "iB") || !strcmp(end, "B")))
+        end += strlen(end);
+    if (*end || v > (UINT64_MAX >> shift))
+        return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -70,7 +101,7 @@ static int parse_opts(int argc, char **argv, opts *o)
     while ((c = getopt_long(argc, argv, "s:r:d:c:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 's':
-            if (ms_parse_size(optarg, &o->size) < 0 || o->size < MS_PAGE_SIZE)
+            if (parse_size(optarg, &o->size) < 0 || o->size < MS_PAGE_SIZE)
                 return fprintf(stderr, "migstream-dirtier: bad size '%s'\n", optarg), -1;
             break;
         case 'r':
@@ -135,16 +166,18 @@ int main(int argc, char **argv)
         hot_n = 1;
     uint64_t rng = ms_src_mix64(o.seed ^ 0x64697274ull);
     uint64_t hot_start = ms_src_below(&rng, npages - hot_n + 1);
-    uint64_t t0 = ms_now_ns(), next_report = t0 + (uint64_t)(o.counter * 1e9);
+    uint64_t t0 = now_ns(), next_report = t0 + (uint64_t)(o.counter * 1e9);
     uint64_t writes = 0;
+    /* Small batches at low rates keep the pace smooth. */
+    int batch = o.rate > 0 && o.rate < 25600 ? (int)(o.rate / 100) + 1 : 256;
     while (!g_stop) {
-        for (int i = 0; i < 256; i++) {
+        for (int i = 0; i < batch; i++) {
             uint64_t page = ms_src_unit(&rng) < o.share ? hot_start + ms_src_below(&rng, hot_n)
                                                        : ms_src_below(&rng, npages);
             uint64_t *w = (uint64_t *)(mem + page * MS_PAGE_SIZE) + ms_src_below(&rng, MS_PAGE_SIZE / 8);
             *w = ++writes;
         }
-        uint64_t now = ms_now_ns();
+        uint64_t now = now_ns();
         if (o.duration > 0 && (double)(now - t0) >= o.duration * 1e9)
             break;
         if (o.counter > 0 && !o.quiet && now >= next_report) {

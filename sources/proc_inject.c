@@ -178,6 +178,8 @@ int ms_proc_inject_uffd(int pid, int pidfd, int *our_fd)
     *our_fd = -1;
     injector in = {.pid = pid};
     in.gadget = find_syscall_insn(pid);
+    if (!in.gadget && ms_pidfd_exited(pidfd))
+        return ms_error(MS_ERR_CLOSED, "process %d exited", pid);
     if (!in.gadget)
         return ms_error(MS_ERR_UNSUPPORTED, "process %d: no syscall instruction found to inject through", pid);
     int rc = attach_stop(&in);

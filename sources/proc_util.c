@@ -173,7 +173,8 @@ int ms_proc_read_maps(int pid, uint32_t flags, uint64_t serial, const ms_addr_ra
         free(arr);
         return ms_error(MS_ERR_CLOSED, "process %d is gone", pid);
     }
-    qsort(arr, cnt, sizeof *arr, vma_cmp);
+    if (cnt > 1)
+        qsort(arr, cnt, sizeof *arr, vma_cmp);
     *out = arr;
     *n = cnt;
     return MS_OK;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -71,6 +72,7 @@ typedef struct psrc {
     run *free;   /* free slot runs, sorted by base */
     size_t nfree;
     uint64_t hw, capacity;
+    uint64_t *carry; /* renumbering seen by start(), for the first dirty() */
     taken pend[PENDING_MAX];
     size_t npend;
     uint64_t next_serial;
@@ -217,6 +219,12 @@ static int alloc_run(psrc *ps, uint64_t want, uint64_t *base, uint64_t *got)
         ps->nfree--;
         return MS_OK;
     }
+    if (!ps->built)
+        return ms_error(MS_ERR_LIMIT,
+                        "process %d: more writable memory than %s (%llu MiB); give address ranges, "
+                        "or a larger max_pages if it is really meant",
+                        ps->root_pid, ps->grow ? "max_pages" : "RAM + swap",
+                        (unsigned long long)(ps->capacity * MS_PAGE_SIZE >> 20));
     return ms_error(MS_ERR_LIMIT,
                     "process %d: new memory needs %llu more pages but the page bound is %llu (%s); "
                     "construct the source with a larger max_pages",
@@ -257,7 +265,8 @@ static int needed_spans(psrc *ps, span_vec *need)
                 return rc;
         }
     }
-    qsort(need->v, need->n, sizeof *need->v, span_cmp);
+    if (need->n > 1)
+        qsort(need->v, need->n, sizeof *need->v, span_cmp);
     size_t out = 0;
     for (size_t i = 0; i < need->n; i++) {
         span *last = out ? &need->v[out - 1] : NULL;
@@ -371,7 +380,8 @@ static int rebuild_spans(psrc *ps, uint64_t *out)
         free(next.v);
         return rc;
     }
-    qsort(next.v, next.n, sizeof *next.v, span_cmp);
+    if (next.n > 1)
+        qsort(next.v, next.n, sizeof *next.v, span_cmp);
     size_t n = 0;
     for (size_t i = 0; i < next.n; i++) {
         span *l = n ? &next.v[n - 1] : NULL;
@@ -767,7 +777,7 @@ static int open_pagemap(proc *p)
 /* Register what is new, then get-and-clear what is registered. A mapping
  * that is new, could not be registered, or whose scan failed is reported
  * dirty whole: nothing written is ever lost. */
-static void track_proc(psrc *ps, proc *p, uint64_t *out, bool scan)
+static void track_proc(psrc *ps, proc *p, uint64_t *out, uint64_t *renum, bool scan)
 {
     if (p->uffd >= 0 && open_pagemap(p) != MS_OK)
         close_fd(&p->uffd); /* treated as untracked below; refresh will see it gone */
@@ -775,7 +785,7 @@ static void track_proc(psrc *ps, proc *p, uint64_t *out, bool scan)
         ms_vma *v = &p->vmas[i];
         uint64_t pages = (v->end - v->start) >> MS_PAGE_SHIFT;
         if (p->uffd < 0) {
-            mark_addr(ps, out, v, v->start, v->end);
+            mark_addr(ps, renum, v, v->start, v->end);
             ps->st.untracked_pages += pages;
             continue;
         }
@@ -793,7 +803,7 @@ static void track_proc(psrc *ps, proc *p, uint64_t *out, bool scan)
         }
         if (!v->registered) {
             int err = register_vma(p, v);
-            mark_addr(ps, out, v, v->start, v->end);
+            mark_addr(ps, renum, v, v->start, v->end);
             if (err) {
                 ps->st.untracked_pages += pages;
                 if (err == -ESRCH) { /* the uffd's mm is gone: the process exec'd */
@@ -806,8 +816,9 @@ static void track_proc(psrc *ps, proc *p, uint64_t *out, bool scan)
 }
 
 /* One pass over every process: follow the tree, reread the maps, renumber,
- * register, and (with scan) collect the dirty pages into out. */
-static int rescan(ms_page_source *s, uint64_t *out, bool scan)
+ * register, and (with scan) collect the dirty pages into out. Pages dirty
+ * because their memory is new, gone or untrackable go to renum. */
+static int rescan(ms_page_source *s, uint64_t *out, uint64_t *renum, bool scan)
 {
     psrc *ps = s->priv;
     uint64_t t0 = ms_now_ns();
@@ -839,10 +850,10 @@ static int rescan(ms_page_source *s, uint64_t *out, bool scan)
         p->vmas = vv.v;
         p->nvmas = vv.n;
     }
-    if ((rc = rebuild_spans(ps, out)))
+    if ((rc = rebuild_spans(ps, renum)))
         return rc;
     for (size_t i = 0; i < ps->nprocs; i++)
-        track_proc(ps, ps->procs[i], out, scan);
+        track_proc(ps, ps->procs[i], out, renum, scan);
     /* Output bits above the last slot can come only from a bug above. */
     if (root_gone(ps))
         return root_closed(ps);
@@ -1016,18 +1027,35 @@ static int process_read(ms_page_source *s, const uint64_t *idx, size_t n, uint8_
 
 /* ------------------------------------------------------------ ops */
 
+/* Get-and-clear into nothing: only writes from now on count. Memory that
+ * appeared since construction is numbered now; round 0 reads s->npages as
+ * it is after start(), and those pages are reported again by the first
+ * dirty() for a caller that read npages earlier. */
 static int process_start(ms_page_source *s)
 {
-    /* Get-and-clear into nothing: only writes from now on count. */
-    return rescan(s, NULL, true);
+    psrc *ps = s->priv;
+    free(ps->carry);
+    ps->carry = calloc(ms_bitmap_words(ps->capacity), 8);
+    if (!ps->carry)
+        return ms_error(MS_ERR_NOMEM, "process source: bitmap of %llu pages", (unsigned long long)ps->capacity);
+    int rc = rescan(s, NULL, ps->carry, true);
+    if (ps->grow && ps->hw > s->npages)
+        s->npages = ps->hw; /* only grows, never past capacity */
+    return rc;
 }
 
 static int process_dirty(ms_page_source *s, uint64_t *bm)
 {
     psrc *ps = s->priv;
-    int rc = rescan(s, bm, true);
+    int rc = rescan(s, bm, bm, true);
+    if (ps->carry) {
+        for (size_t i = 0; i < ms_bitmap_words(ps->capacity); i++)
+            bm[i] |= ps->carry[i];
+        free(ps->carry);
+        ps->carry = NULL;
+    }
     if (ps->grow && ps->hw > s->npages)
-        s->npages = ps->hw; /* only grows, never past capacity */
+        s->npages = ps->hw;
     return rc;
 }
 
@@ -1149,6 +1177,7 @@ static void process_destroy(ms_page_source *s)
     free(ps->by_base);
     free(ps->free);
     free(ps->filter);
+    free(ps->carry);
     free(ps);
     free(s);
 }
@@ -1255,12 +1284,24 @@ static const char *method_name(psrc *ps)
     return seen == (1 << M_PRELOAD) ? "preload" : seen == (1 << M_INJECT) ? "inject" : seen ? "mixed" : "none";
 }
 
+/* Without a bound from the caller, tracking more than RAM + swap cannot be
+ * meant: it is address space reserved but never used (a sanitizer's shadow,
+ * a sparse arena), and write-protecting it would build page tables for all
+ * of it. */
+static uint64_t default_bound(void)
+{
+    struct sysinfo si;
+    if (sysinfo(&si) < 0)
+        return UINT64_MAX;
+    return ((uint64_t)si.totalram + si.totalswap) * si.mem_unit / MS_PAGE_SIZE;
+}
+
 /* Register everything found now and fix the numbering. */
 static int finish_build(ms_page_source *s)
 {
     psrc *ps = s->priv;
-    ps->capacity = ps->grow ? ps->o.max_pages : UINT64_MAX;
-    int rc = rescan(s, NULL, false);
+    ps->capacity = ps->grow ? ps->o.max_pages : default_bound();
+    int rc = rescan(s, NULL, NULL, false);
     if (rc)
         return rc;
     if (ps->hw == 0)

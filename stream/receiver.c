@@ -189,6 +189,14 @@ static void queue_slot(rx *r, rslot *s)
     pthread_mutex_unlock(&r->lock);
 }
 
+/* Room to decode a PAGES body of `len` bytes in place: the pfn list (at
+ * most 10 bytes a pfn) stays in front of the pages it expands to. */
+static size_t decode_room(const rx *r, const ms_frame_hdr *h, size_t len)
+{
+    size_t need = (size_t)h->page_count * (r->ps + 10);
+    return len > need ? len : need;
+}
+
 /* Read frames until end of stream, END, the session stops, or an error. */
 static int read_channel(rx *r, unsigned ch)
 {
@@ -232,8 +240,10 @@ static int read_channel(rx *r, unsigned ch)
         if ((rc = claim_slot(r, h.seq, &s)) < 0)
             return rc;
         s->wire.len = 0;
-        /* Uncompressed pages are decoded in this buffer: room for them. */
-        size_t room = h.enc_len + (h.type == MS_FRAME_PAGES ? (size_t)h.page_count * (r->ps + 10) : 0);
+        /* Uncompressed pages are decoded in place in this buffer. */
+        size_t room = h.enc_len;
+        if (h.type == MS_FRAME_PAGES && (h.codec & 0xffu) == MS_COMP_NONE)
+            room = decode_room(r, &h, room);
         if ((rc = ms_buf_reserve(&s->wire, room)) < 0)
             return rc;
         if (h.enc_len && (rc = ms_conn_recv(c, s->wire.data, h.enc_len, &got)) < 0) {
@@ -326,7 +336,7 @@ static int open_slot(rx *r, rslot *s, ms_codec_ctx *ctx)
             return ms_error(MS_ERR_CORRUPT, "frame %llu: uncompressed body of %zu bytes, stage length %u", seq, len,
                             h->stage_len);
     } else {
-        size_t room = h->stage_len + (h->type == MS_FRAME_PAGES ? (size_t)h->page_count * (r->ps + 10) : 0);
+        size_t room = h->type == MS_FRAME_PAGES ? decode_room(r, h, h->stage_len) : h->stage_len;
         s->stage.len = 0;
         if ((rc = ms_buf_reserve(&s->stage, room)) < 0)
             return rc;

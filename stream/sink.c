@@ -119,6 +119,8 @@ static int file_pages(void *ctx, uint32_t round, uint32_t fragment, const uint64
     ms_file_sink *s = ctx;
     (void)round;
     (void)fragment;
+    if (s->fd < 0)
+        return MS_OK;
     /* Runs of consecutive pfns go out in one write. */
     for (size_t i = 0; i < count;) {
         size_t j = i + 1;

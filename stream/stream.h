@@ -225,8 +225,8 @@ typedef struct ms_image_sink {
 extern const ms_sink_ops ms_image_sink_ops;
 void ms_image_sink_free(ms_image_sink *s);
 
-/* File sink: pages written with pwrite at pfn * page_size; opaque bytes
- * ignored unless opaque_fd >= 0. */
+/* File sink: pages written with pwrite at pfn * page_size (dropped when
+ * fd < 0); opaque bytes appended to opaque_fd, ignored when it is < 0. */
 typedef struct ms_file_sink {
     int fd, opaque_fd;
 } ms_file_sink;

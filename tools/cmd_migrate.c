@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fragsched/fragsched.h"
 #include "tools/tools.h"
@@ -25,6 +26,8 @@ typedef struct migrate_args {
     int pid;
     char **command;
     const char *command_output;
+    const char *ready;      /* wait for this text in COMMAND's output */
+    char ready_file[64];    /* temporary output file when waiting */
     double warmup_s;
     uint64_t max_pages;
     bool json;
@@ -58,6 +61,7 @@ static void usage(FILE *f)
         "  --max-rounds N        safety bound on live rounds (default 30)\n"
         "  --key FILE            pre-shared key: seal every frame\n"
         "  --warmup SECONDS      let a started COMMAND run first (default 2)\n"
+        "  --ready TEXT          wait until COMMAND prints TEXT (then --warmup)\n"
         "  --command-output FILE where COMMAND's stdout/stderr go (default /dev/null)\n"
         "  --max-memory SIZE     most memory the process may grow to (default 16G)\n"
         "  --after resume|stop   --pid: let the process run on (default) or leave it\n"
@@ -118,7 +122,7 @@ static int parse_double(const char *opt, const char *s, double lo, double hi, do
 enum {
     OPT_POLICY = 1000, OPT_PID, OPT_TO, OPT_CHAIN, OPT_CHANNELS, OPT_WORKERS, OPT_BW, OPT_DOWNTIME,
     OPT_FRAG, OPT_ROUNDS, OPT_KEY, OPT_WARMUP, OPT_CMDOUT, OPT_MAXMEM, OPT_AFTER, OPT_TRACE,
-    OPT_JSON, OPT_PLOT, OPT_QUIET, OPT_CHILDREN, OPT_TITLE,
+    OPT_JSON, OPT_PLOT, OPT_QUIET, OPT_CHILDREN, OPT_TITLE, OPT_READY,
 };
 
 static const struct option long_opts[] = {
@@ -135,6 +139,7 @@ static const struct option long_opts[] = {
     {"max-rounds", required_argument, NULL, OPT_ROUNDS},
     {"key", required_argument, NULL, OPT_KEY},
     {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"ready", required_argument, NULL, OPT_READY},
     {"command-output", required_argument, NULL, OPT_CMDOUT},
     {"max-memory", required_argument, NULL, OPT_MAXMEM},
     {"after", required_argument, NULL, OPT_AFTER},
@@ -190,6 +195,7 @@ static int parse_one(migrate_args *a, int c, const char *v)
         return MS_OK;
     case OPT_WARMUP: return parse_double("--warmup", v, 0, 3600, &a->warmup_s);
     case OPT_CMDOUT: a->command_output = v; return MS_OK;
+    case OPT_READY: a->ready = v; return MS_OK;
     case OPT_MAXMEM:
         if (ms_parse_size(v, &u) || u < MS_PAGE_SIZE)
             return ms_error(MS_ERR_INVAL, "--max-memory: bad size '%s'", v);
@@ -238,6 +244,16 @@ static int parse_args(migrate_args *a, int argc, char **argv, bool *help)
         a->warmup_s = a->command ? 2 : 0;
     if (a->cfg.record_trace && a->npolicies > 1)
         return ms_error(MS_ERR_INVAL, "--record-trace takes a single --policy");
+    if (a->ready && !a->command)
+        return ms_error(MS_ERR_INVAL, "--ready needs -- COMMAND");
+    if (a->ready && !a->command_output) {
+        snprintf(a->ready_file, sizeof(a->ready_file), "/tmp/migstream-cmd-XXXXXX");
+        int fd = mkstemp(a->ready_file);
+        if (fd < 0)
+            return ms_error(MS_ERR_IO, "cannot create a file for COMMAND's output: %s", strerror(errno));
+        close(fd);
+        a->command_output = a->ready_file;
+    }
     if (!a->command_output)
         a->command_output = "/dev/null";
     a->cfg.progress = !a->quiet && !a->json;
@@ -254,6 +270,26 @@ static void sleep_s(double s)
     }
 }
 
+/* A started command is worth migrating once it has built its memory: wait
+ * for the line it prints then (it writes to a file we poll). */
+static int wait_ready(const migrate_args *a)
+{
+    uint64_t deadline = ms_now_ns() + 120ull * 1000000000ull;
+    char buf[8192];
+    while (ms_now_ns() < deadline) {
+        FILE *f = fopen(a->command_output, "r");
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = 0;
+        if (strstr(buf, a->ready))
+            return MS_OK;
+        sleep_s(0.02);
+    }
+    return ms_error(MS_ERR_TIMEOUT, "COMMAND did not print '%s' within 120 s (its output: %s)",
+                    a->ready, a->command_output);
+}
+
 static int open_source(const migrate_args *a, ms_page_source **src)
 {
     ms_process_opts po = {.max_pages = a->max_pages};
@@ -265,10 +301,20 @@ static int open_source(const migrate_args *a, ms_page_source **src)
         return ms_process_source_attach(a->pid, &po, src);
     }
     po.output = a->command_output;
+    if (a->ready_file[0] && truncate(a->ready_file, 0) < 0)
+        return ms_error(MS_ERR_IO, "%s: %s", a->ready_file, strerror(errno));
     rc = ms_process_source_spawn(a->command, &po, src);
-    if (!rc)
-        sleep_s(a->warmup_s);
-    return rc;
+    if (!rc && a->ready)
+        rc = wait_ready(a);
+    if (rc) {
+        ms_errbuf eb = {0};
+        ms_errbuf_capture(&eb);
+        ms_source_destroy(*src);
+        *src = NULL;
+        return ms_errbuf_raise(&eb);
+    }
+    sleep_s(a->warmup_s);
+    return MS_OK;
 }
 
 static int migrate_once(const migrate_args *a, const char *policy, ms_migration_report *rep)
@@ -361,6 +407,8 @@ int cmd_migrate(int argc, char **argv)
             status = orc;
         }
     }
+    if (a.ready_file[0])
+        unlink(a.ready_file);
     for (size_t i = 0; i < a.npolicies; i++) {
         if (reps[i].verify_done && !reps[i].verified && !status)
             status = MS_ERR_VERIFY;

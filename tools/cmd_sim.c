@@ -49,6 +49,8 @@ static void usage(FILE *f)
         "  --downtime MS         downtime target (default 300)\n"
         "  --fragment-size SIZE  fragment size, multiple of 256K (default 2M)\n"
         "  --max-rounds N        safety bound on live rounds (default 30)\n"
+        "  --hold-on-stop        fragmented: keep hot fragments for the pause when\n"
+        "                        stopping (default: send all live once more)\n"
         "  --seed N              workload seed (overrides the model's)\n"
         "  --max-time S          virtual-time bound (default 3600)\n"
         "  --rounds              print every round, not just the comparison\n"
@@ -91,7 +93,7 @@ static int num(const char *opt, const char *s, double lo, double hi, double *out
 
 enum {
     O_MODEL = 1000, O_TRACE, O_LOOP, O_POLICY, O_BW, O_LAT, O_RATIO, O_RRATIO, O_PRATE, O_DOWN,
-    O_FRAG, O_ROUNDS, O_SEED, O_MAXT, O_JSON, O_PLOT, O_TITLE, O_PRINT_ROUNDS,
+    O_FRAG, O_ROUNDS, O_SEED, O_MAXT, O_JSON, O_PLOT, O_TITLE, O_PRINT_ROUNDS, O_HOLD,
 };
 
 static const struct option opts[] = {
@@ -113,6 +115,7 @@ static const struct option opts[] = {
     {"plot", required_argument, NULL, O_PLOT},
     {"plot-title", required_argument, NULL, O_TITLE},
     {"rounds", no_argument, NULL, O_PRINT_ROUNDS},
+    {"hold-on-stop", no_argument, NULL, O_HOLD},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -162,6 +165,7 @@ static int parse_one(sim_args *a, int c, const char *v)
     case O_PLOT: a->plot = v; return MS_OK;
     case O_TITLE: a->plot_title = v; return MS_OK;
     case O_PRINT_ROUNDS: a->rounds = true; return MS_OK;
+    case O_HOLD: a->pcfg.hold_on_stop = true; return MS_OK;
     default: return ms_error(MS_ERR_INVAL, "unknown option (see migstream sim --help)");
     }
 }

@@ -47,7 +47,7 @@ struct ms_xc_reader {
     size_t data_cap;
     uint32_t pages_done;    /* data pages delivered of the record */
 
-    uint8_t *stage;         /* batch_pages pages of staging */
+    uint8_t stage[MS_XC_PAGE_SIZE]; /* a page split across pushes */
     size_t stage_bytes;
 
     uint32_t body_done;     /* bytes of the current body consumed */
@@ -162,7 +162,6 @@ void ms_xc_reader_free(ms_xc_reader *r)
         return;
     free(r->pfns);
     free(r->data_entries);
-    free(r->stage);
     free(r);
 }
 
@@ -257,6 +256,8 @@ static int check_dhdr(ms_xc_reader *r)
 
 /* ---- records ------------------------------------------------------------ */
 
+static void next_record(ms_xc_reader *r);
+
 static int record_cb(ms_xc_reader *r)
 {
     if (!r->cb.record)
@@ -296,6 +297,8 @@ static int check_rhdr(ms_xc_reader *r)
     }
     r->body_done = 0;
     r->st = ST_BODY;
+    if (len == 0) /* nothing to stream: want() must never say 0 before END */
+        next_record(r);
     return MS_OK;
 }
 
@@ -401,9 +404,10 @@ static int check_pfns(ms_xc_reader *r)
     int rc = record_cb(r);
     if (rc)
         return rc;
-    /* The pfn list stays in the opaque bytes unless the pages carry it all. */
+    /* Head and pfn list stay in the opaque bytes so that the writer can
+     * stream the pages out as they come, without holding a record. */
     rc = emit_opaque(r, r->head, MS_XC_PD_HEAD_SIZE);
-    if (!rc && with_data != count)
+    if (!rc)
         rc = emit_opaque(r, (const uint8_t *)r->pfns, (size_t)count * 8);
     if (rc)
         return rc;
@@ -439,14 +443,14 @@ static int deliver(ms_xc_reader *r, const uint8_t *data, size_t count)
     return MS_OK;
 }
 
-/* Whole pages straight from the input when nothing is staged; otherwise
- * (a page split across chunks) gather into the staging buffer. */
+/* Whole pages go straight from the input. A page split across two pushes
+ * is completed in a one-page staging buffer and delivered alone, so a
+ * chunk boundary costs one 4 KiB copy, not a copy of the rest of the
+ * record. */
 static int pages_step(ms_xc_reader *r, const uint8_t **p, size_t *n)
 {
-    size_t left = r->rec.data_pages - r->pages_done;
-    size_t staged = r->stage_bytes / MS_XC_PAGE_SIZE;
     if (r->stage_bytes == 0 && *n >= MS_XC_PAGE_SIZE) {
-        size_t k = *n / MS_XC_PAGE_SIZE;
+        size_t k = *n / MS_XC_PAGE_SIZE, left = r->rec.data_pages - r->pages_done;
         if (k > left)
             k = left;
         if (k > r->batch_pages)
@@ -457,26 +461,18 @@ static int pages_step(ms_xc_reader *r, const uint8_t **p, size_t *n)
         r->off += k * MS_XC_PAGE_SIZE;
         return deliver(r, src, k);
     }
-    if (!r->stage) {
-        r->stage = malloc(r->batch_pages * MS_XC_PAGE_SIZE);
-        if (!r->stage) {
-            r->st = ST_FAILED;
-            return ms_error(MS_ERR_NOMEM, "libxc reader: no memory for %zu staging pages", r->batch_pages);
-        }
-    }
-    size_t room = (left < r->batch_pages ? left : r->batch_pages) * MS_XC_PAGE_SIZE - r->stage_bytes;
-    size_t take = room < *n ? room : *n;
+    size_t take = MS_XC_PAGE_SIZE - r->stage_bytes;
+    if (take > *n)
+        take = *n;
     memcpy(r->stage + r->stage_bytes, *p, take);
     r->stage_bytes += take;
     *p += take;
     *n -= take;
     r->off += take;
-    staged = r->stage_bytes / MS_XC_PAGE_SIZE;
-    if (r->stage_bytes == (left < r->batch_pages ? left : r->batch_pages) * MS_XC_PAGE_SIZE) {
-        r->stage_bytes = 0;
-        return deliver(r, r->stage, staged);
-    }
-    return MS_OK;
+    if (r->stage_bytes < MS_XC_PAGE_SIZE)
+        return MS_OK;
+    r->stage_bytes = 0;
+    return deliver(r, r->stage, 1);
 }
 
 int ms_xc_reader_push(ms_xc_reader *r, const uint8_t *data, size_t len, size_t *used)

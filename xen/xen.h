@@ -7,14 +7,13 @@
  *    from those opaque bytes and page batches on the receiving side;
  *  - a generator of spec-valid PV and HVM streams for tests and benches.
  *
- * The split (see docs/xen.md): the opaque bytes are the libxc stream with,
- * in every PAGE_DATA record, the page contents removed, and the pfn list
- * removed too when every entry of the record carries a page. Page batches
- * are (pfn entry as written in the stream, i.e. with the type in bits
- * 63-60; one 4096-byte page) for every entry that carries data, in stream
- * order. A PAGE_DATA record is thus rebuilt from its 16-byte head (record
- * header + count/reserved, always opaque), its pfn list (opaque, or the
- * pfns of its batches), and its pages.
+ * The split (see docs/xen.md): the opaque bytes are the libxc stream
+ * without the page contents of its PAGE_DATA records - every header,
+ * every other record, and each PAGE_DATA record's head and pfn list stay.
+ * Page batches are (pfn entry as written in the stream, i.e. with the type
+ * in bits 63-60; one 4096-byte page) for every entry that carries data, in
+ * stream order. The writer, having seen a PAGE_DATA head and list, knows
+ * exactly which pages come next and writes them out as they arrive.
  *
  * Nothing here needs a Xen library: facts are from Xen's
  * docs/specs/libxc-migration-stream.pandoc and xg_sr_stream_format.h. */
@@ -138,9 +137,11 @@ typedef struct ms_xc_reader_cb {
 
 typedef struct ms_xc_reader ms_xc_reader;
 
-/* batch_pages: most pages handed to one pages() call (0: 1024). Memory
- * held: batch_pages pages of staging plus the current record's pfn list
- * (bounded by the 128 MiB record limit; 8 KiB for libxc's own batches). */
+/* batch_pages: most pages handed to one pages() call (0: 1024). Pages are
+ * handed out in place from the pushed bytes; a page split across pushes is
+ * gathered in a one-page buffer. Memory held: that page plus the current
+ * record's pfn list (bounded by the 128 MiB record limit; 8 KiB for
+ * libxc's own 1024-entry batches). */
 int ms_xc_reader_new(const ms_xc_reader_cb *cb, void *ctx, size_t batch_pages, ms_xc_reader **out);
 void ms_xc_reader_free(ms_xc_reader *r);
 

@@ -49,18 +49,40 @@ typedef struct pair {
     ms_stage_stats est, dst;
 } pair;
 
-static void pair_open(pair *p, const char *chain, size_t ps, uint64_t cache_bytes, size_t max_pages)
+static ms_page_coder *coder_cfg(const ms_page_coder_config *cfg)
+{
+    ms_page_coder *pc = ms_page_coder_new(cfg);
+    if (!pc)
+        fprintf(stderr, "ms_page_coder_new: %s\n", ms_last_error());
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pc);
+    return pc;
+}
+
+/* cache_bytes: the whole page store, whichever stages share it. */
+static void pair_open_bits(pair *p, const char *chain, size_t ps, uint64_t cache_bytes, size_t max_pages,
+                           unsigned hash_bits)
 {
     memset(p, 0, sizeof *p);
     CU_ASSERT_EQUAL_FATAL(ms_chain_parse(chain, &p->chain), MS_OK);
-    p->enc = coder(p->chain.stages, ps, cache_bytes);
-    p->dec = coder(p->chain.stages, ps, cache_bytes);
+    uint32_t st = p->chain.stages;
+    ms_page_coder_config cfg = {.stages = st, .page_size = ps, .dedup_hash_bits = hash_bits};
+    if (cache_bytes && (st & MS_STAGE_DELTA) && (st & MS_STAGE_DEDUP))
+        cfg.delta_cache_bytes = cfg.dedup_bytes = cache_bytes / 2;
+    else if (cache_bytes)
+        cfg.delta_cache_bytes = cfg.dedup_bytes = cache_bytes;
+    p->enc = coder_cfg(&cfg);
+    p->dec = coder_cfg(&cfg);
     p->ctx = ms_codec_ctx_new();
     p->ps = ps;
     p->max_pages = max_pages;
     size_t bound = ms_page_section_bound(p->chain.stages, ps, max_pages);
     p->comp = malloc(ms_compress_bound(&p->chain, bound));
     p->dec_buf = malloc(bound);
+}
+
+static void pair_open(pair *p, const char *chain, size_t ps, uint64_t cache_bytes, size_t max_pages)
+{
+    pair_open_bits(p, chain, ps, cache_bytes, max_pages, 0);
 }
 
 static void pair_close(pair *p)
@@ -104,7 +126,8 @@ static void pair_send(pair *p, const uint64_t *pfns, const uint8_t *pages, size_
 
 static const char *const all_chains[] = {
     "none", "zero", "delta", "zero,delta", "lz4", "lz4:17", "zero,lz4", "delta,lz4", "zero,delta,lz4",
-    "zstd:1", "zero,zstd:1", "zero,delta,zstd:1", "zero,delta,zstd:3",
+    "zstd:1", "zero,zstd:1", "zero,delta,zstd:1", "zero,delta,zstd:3", "dedup", "zero,dedup,lz4",
+    "dedup,delta,zstd:1", "zero,dedup,delta,lz4",
 };
 #define NCHAINS (sizeof all_chains / sizeof all_chains[0])
 
@@ -240,8 +263,8 @@ static void test_caches_in_step(void)
     uint64_t pfns[96];
     for (size_t i = 0; i < pool; i++)
         t_fill(mem + i * ps, ps, (enum test_kind)(t_rand(&rs) % TK_COUNT), &rs);
-    const char *chains[] = {"zero,delta,lz4", "delta,none", "zero,delta,zstd:1"};
-    for (size_t c = 0; c < 3; c++) {
+    const char *chains[] = {"zero,delta,lz4", "delta,none", "zero,delta,zstd:1", "zero,dedup,delta,lz4"};
+    for (size_t c = 0; c < 4; c++) {
         pair p;
         pair_open(&p, chains[c], ps, bytes, pool);
         for (int b = 0; b < 400; b++) {
@@ -272,6 +295,150 @@ static void test_caches_in_step(void)
     }
     free(mem);
     free(batch);
+}
+
+/* ---- dedup --------------------------------------------------------------- */
+
+/* Sends through `p` and returns how many pages went as DUP. */
+static uint64_t send_dups(pair *p, const uint64_t *pfns, const uint8_t *pages, size_t count, bool inplace)
+{
+    uint64_t before = p->est.dup;
+    pair_send(p, pfns, pages, count, inplace);
+    CU_ASSERT_EQUAL(p->est.dup, p->dst.dup);
+    return p->est.dup - before;
+}
+
+static void test_dedup_references(void)
+{
+    uint64_t rs = 31;
+    const char *chains[] = {"zero,dedup,lz4", "zero,dedup,delta,zstd:1", "dedup,none"};
+    uint8_t *pg = malloc(16 * PS), *a = malloc(PS), *b = malloc(PS);
+    uint64_t pfn[16];
+    for (size_t c = 0; c < 3; c++) {
+        for (int inplace = 0; inplace < 2; inplace++) {
+            pair p;
+            pair_open(&p, chains[c], PS, 0, 16);
+            t_fill(a, PS, TK_TEXT, &rs);
+            t_fill(b, PS, TK_POINTERS, &rs);
+            /* Within one section: pages 1, 3 and 4 repeat page 0; 5 repeats 2. */
+            for (int i = 0; i < 6; i++)
+                pfn[i] = 100 + (uint64_t)i;
+            memcpy(pg + 0 * PS, a, PS);
+            t_fill(pg + 2 * PS, PS, TK_RANDOM, &rs);
+            memcpy(pg + 1 * PS, a, PS);
+            memcpy(pg + 3 * PS, a, PS);
+            memcpy(pg + 4 * PS, a, PS);
+            memcpy(pg + 5 * PS, pg + 2 * PS, PS);
+            CU_ASSERT_EQUAL(send_dups(&p, pfn, pg, 6, inplace), 4);
+            /* Across sections: other pfns with the same contents. */
+            for (int i = 0; i < 3; i++)
+                pfn[i] = 900 + (uint64_t)i * 1000;
+            memcpy(pg + 0 * PS, pg + 5 * PS, PS);
+            memcpy(pg + 1 * PS, a, PS);
+            memcpy(pg + 2 * PS, b, PS);
+            CU_ASSERT_EQUAL(send_dups(&p, pfn, pg, 3, inplace), 2);
+            /* A content overwritten in a later section is no longer offered:
+             * every pfn that held `a` gets new contents first. */
+            uint64_t holders[] = {100, 101, 103, 104, 1900};
+            for (int i = 0; i < 5; i++) {
+                pfn[i] = holders[i];
+                t_fill(pg + i * PS, PS, TK_POINTERS, &rs);
+            }
+            send_dups(&p, pfn, pg, 5, inplace);
+            pfn[0] = 5000;
+            memcpy(pg, a, PS);
+            CU_ASSERT_EQUAL(send_dups(&p, pfn, pg, 1, inplace), 0);
+            /* A page overwritten in the same section as a reference to its
+             * old content: the reference is to the version before the
+             * section, in either order. */
+            pfn[0] = 5000;           /* now holds a */
+            pfn[1] = 7000;           /* new page with a's content: DUP of 5000 */
+            t_fill(pg, PS, TK_TEXT, &rs); /* 5000 gets new content */
+            memcpy(pg + PS, a, PS);
+            CU_ASSERT_EQUAL(send_dups(&p, pfn, pg, 2, inplace), 1);
+            pfn[0] = 7001;           /* reference first ... */
+            pfn[1] = 7000;           /* ... then 7000 (holding a) overwritten */
+            memcpy(pg, a, PS);
+            t_fill(pg + PS, PS, TK_NEARLY_ZERO, &rs);
+            CU_ASSERT_EQUAL(send_dups(&p, pfn, pg, 2, inplace), 1);
+            CU_ASSERT_EQUAL(ms_page_coder_cache_bytes(p.enc), ms_page_coder_cache_bytes(p.dec));
+            pair_close(&p);
+        }
+    }
+    free(pg);
+    free(a);
+    free(b);
+}
+
+/* A store of four pages: a content evicted on both sides is never
+ * referenced. */
+static void test_dedup_eviction(void)
+{
+    uint64_t rs = 8;
+    uint64_t bytes = 0, lo = 1, hi = 1 << 20;
+    while (lo < hi) { /* the smallest dedup budget that holds four pages */
+        uint64_t mid = lo + (hi - lo) / 2;
+        ms_page_coder_config cfg = {.stages = MS_STAGE_DEDUP, .page_size = PS, .dedup_bytes = mid};
+        ms_page_coder *pc = coder_cfg(&cfg);
+        if (ms_page_coder_cache_capacity(pc) >= 4)
+            hi = mid;
+        else
+            lo = mid + 1;
+        ms_page_coder_free(pc);
+    }
+    bytes = lo;
+    pair p;
+    pair_open(&p, "dedup,lz4", PS, bytes, 8);
+    CU_ASSERT_EQUAL(ms_page_coder_cache_capacity(p.enc), 4);
+    uint8_t *pg = malloc(8 * PS);
+    uint64_t pfn[8];
+    for (int i = 0; i < 5; i++) {
+        pfn[i] = (uint64_t)i;
+        t_fill(pg + i * PS, PS, TK_TEXT, &rs);
+    }
+    CU_ASSERT_EQUAL(send_dups(&p, pfn, pg, 5, true), 0); /* pfn 0 evicted */
+    uint64_t other = 50;
+    CU_ASSERT_EQUAL(send_dups(&p, &other, pg, 1, false), 0);       /* content of 0: gone */
+    other = 51;
+    CU_ASSERT_EQUAL(send_dups(&p, &other, pg + 2 * PS, 1, true), 1); /* content of 2: held */
+    CU_ASSERT(ms_page_coder_cache_bytes(p.enc) <= bytes);
+    free(pg);
+    pair_close(&p);
+}
+
+/* A hash of two bits collides all the time: byte compares keep every
+ * reference right, and real duplicates are still found. */
+static void test_dedup_weak_hash(void)
+{
+    uint64_t rs = 12;
+    const size_t n = 64;
+    uint8_t *pg = malloc(n * PS), *pool = malloc(8 * PS);
+    uint64_t *pfn = malloc(n * sizeof *pfn);
+    for (int k = 0; k < 8; k++)
+        t_fill(pool + k * PS, PS, (enum test_kind)(1 + k % 4), &rs);
+    pair p;
+    pair_open_bits(&p, "zero,dedup,delta,lz4", PS, 0, n, 2);
+    uint64_t dups = 0;
+    for (int round = 0; round < 30; round++) {
+        for (size_t i = 0; i < n; i++) {
+            pfn[i] = (uint64_t)(round * 7 + (int)i * 13) % 4096;
+            if (t_rand(&rs) % 2)
+                memcpy(pg + i * PS, pool + (t_rand(&rs) % 8) * PS, PS);
+            else
+                t_fill(pg + i * PS, PS, (enum test_kind)(t_rand(&rs) % TK_COUNT), &rs);
+        }
+        /* pfns of one call must be distinct */
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < i; j++)
+                if (pfn[j] == pfn[i])
+                    pfn[i] = 10000 + i + (uint64_t)round * n;
+        dups += send_dups(&p, pfn, pg, n, round % 2);
+    }
+    CU_ASSERT(dups > 100);
+    pair_close(&p);
+    free(pg);
+    free(pool);
+    free(pfn);
 }
 
 /* ---- corrupt sections ---------------------------------------------------- */
@@ -447,7 +614,25 @@ static void test_corrupt_crafted(void)
     expect_corrupt(dec, pfns, 2, t1, sizeof t1, "page 1 (pfn 0x11): unknown tag 7");
     /* DUP without the dedup stage. */
     uint8_t t2[] = {MS_TAG_DUP};
-    expect_corrupt(dec, pfns, 1, t2, 1, "DUP tag 3 not valid here");
+    expect_corrupt(dec, pfns, 1, t2, 1, "page 0 (pfn 0x10): DUP tag but the dedup stage is off");
+    ms_page_coder *dd = coder(MS_STAGE_ZERO | MS_STAGE_DEDUP, CPS, 0);
+    uint8_t r1[] = {0x05, MS_TAG_DUP}; /* odd: store, zigzag 2 = +1: pfn 0x11, never sent */
+    expect_corrupt(dd, pfns, 1, r1, sizeof r1, "page 0 (pfn 0x10): DUP of pfn 0x11, which has no stored version");
+    uint8_t r2[] = {0x02, MS_TAG_ZERO, MS_TAG_DUP}; /* even: page 1 of the section, from page 1 */
+    expect_corrupt(dd, pfns, 2, r2, sizeof r2, "page 1 (pfn 0x11): DUP of page 1 of the section, which is not before it");
+    uint8_t r3[] = {0x00, MS_TAG_DUP};
+    expect_corrupt(dd, pfns, 1, r3, sizeof r3, "DUP of page 0 of the section, which is not before it");
+    uint8_t r4[] = {0x80, MS_TAG_DUP};
+    expect_corrupt(dd, pfns, 1, r4, sizeof r4, "bad or truncated DUP reference at section offset 0");
+    uint8_t r5[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, MS_TAG_DUP};
+    expect_corrupt(dd, pfns, 1, r5, sizeof r5, "which has no stored version");
+    uint8_t r6[] = {0x00, 0x00, MS_TAG_ZERO, MS_TAG_DUP}; /* one byte too many */
+    expect_corrupt(dd, pfns, 2, r6, sizeof r6, "1 bytes after the last payload");
+    uint8_t ok[] = {0x00, MS_TAG_ZERO, MS_TAG_DUP}; /* DUP of page 0 (zero): fine */
+    uint8_t two[2 * CPS];
+    CU_ASSERT_EQUAL(ms_page_coder_decode(dd, pfns, 2, ok, sizeof ok, two, NULL), MS_OK);
+    CU_ASSERT_TRUE(ms_page_is_zero(two, 2 * CPS));
+    ms_page_coder_free(dd);
     /* Oversized delta lengths: past the input, not below a page, 2^64-1. */
     uint8_t l1[] = {0xe8, 0x07, 1, 2, 3, MS_TAG_DELTA};
     expect_corrupt(dec, pfns, 1, l1, sizeof l1, "delta length 1000 out of range");
@@ -495,21 +680,28 @@ static void test_corrupt_crafted(void)
 
 static void test_config(void)
 {
-    ms_page_coder_config cfg = {.stages = MS_STAGE_ZERO | MS_STAGE_DEDUP, .page_size = PS};
-    ms_page_coder *pc = ms_page_coder_new(&cfg);
-    if (!pc) {
-        /* Until dedup exists, asking for it is refused clearly. */
-        CU_ASSERT_EQUAL(ms_last_code(), MS_ERR_UNSUPPORTED);
-        CU_ASSERT_PTR_NOT_NULL(strstr(ms_last_error(), "dedup"));
-    }
-    ms_page_coder_free(pc);
-    cfg = (ms_page_coder_config){.stages = MS_STAGE_ZERO, .page_size = 32};
+    ms_page_coder_config cfg = {.stages = MS_STAGE_ZERO, .page_size = 32};
     CU_ASSERT_PTR_NULL(ms_page_coder_new(&cfg));
     CU_ASSERT_EQUAL(ms_last_code(), MS_ERR_INVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(ms_last_error(), "page size 32"));
     cfg = (ms_page_coder_config){.stages = 0x80};
     CU_ASSERT_PTR_NULL(ms_page_coder_new(&cfg));
     CU_ASSERT_PTR_NOT_NULL(strstr(ms_last_error(), "0x80"));
+    cfg = (ms_page_coder_config){.stages = MS_STAGE_DEDUP, .dedup_hash_bits = 65};
+    CU_ASSERT_PTR_NULL(ms_page_coder_new(&cfg));
+    CU_ASSERT_PTR_NOT_NULL(strstr(ms_last_error(), "dedup_hash_bits 65"));
+    /* Each stage brings its share of the page store. */
+    cfg = (ms_page_coder_config){.stages = MS_STAGE_DELTA, .delta_cache_bytes = 8 << 20};
+    ms_page_coder *a = ms_page_coder_new(&cfg);
+    cfg = (ms_page_coder_config){.stages = MS_STAGE_DELTA | MS_STAGE_DEDUP, .delta_cache_bytes = 8 << 20,
+                                 .dedup_bytes = 8 << 20};
+    ms_page_coder *b = ms_page_coder_new(&cfg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT(ms_page_coder_cache_capacity(b) > ms_page_coder_cache_capacity(a) * 19 / 10);
+    CU_ASSERT(ms_page_coder_cache_capacity(b) * PS < (16u << 20));
+    ms_page_coder_free(a);
+    ms_page_coder_free(b);
     CU_ASSERT_EQUAL(ms_page_section_bound(0, PS, 10), 10 * PS);
     CU_ASSERT_EQUAL(ms_page_section_bound(MS_STAGE_ZERO, PS, 10), 10 * PS + 10);
     CU_ASSERT_TRUE(ms_page_section_is_identity(0));
@@ -521,6 +713,9 @@ MS_TEST_MAIN({
         {"page coder: every chain, page kind, fragment size", test_round_trip_all},
         {"page coder: cache hits, misses, LRU evictions, zero pages", test_cache_rules},
         {"page coder: sender and receiver caches in step", test_caches_in_step},
+        {"dedup: within a section, across sections, overwritten targets", test_dedup_references},
+        {"dedup: contents evicted on both sides are not referenced", test_dedup_eviction},
+        {"dedup: forced hash collisions", test_dedup_weak_hash},
         {"page coder: every byte of a section flipped", test_corrupt_flips},
         {"page coder: every truncation, extra bytes", test_corrupt_truncations},
         {"page coder: crafted defects named precisely", test_corrupt_crafted},

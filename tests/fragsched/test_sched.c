@@ -281,12 +281,13 @@ static void test_no_page_lost(void)
 /* 64 fragments of 512 pages; fragments 10..13 are rewritten entirely every
  * round, the rest see a handful of writes. After the first full pass the
  * hot ones must be held back, the cold ones sent first. */
-static void test_fragmented_defers_hot(void)
+static void defers_hot(bool hold)
 {
     const uint64_t npages = 64 * 512;
     ms_policy_config c;
     ms_policy_config_default(&c);
     c.downtime_ms = 300;
+    c.hold_on_stop = hold;
     ms_sched *s = NULL;
     CU_ASSERT_EQUAL_FATAL(ms_sched_new("fragmented", &c, npages, 4096, &s), MS_OK);
     size_t nw = ms_bitmap_words(npages);
@@ -308,26 +309,41 @@ static void test_fragmented_defers_hot(void)
     for (int i = 0; i < 2000; i++) /* cold writes spread everywhere else */
         ms_bit_set(bm, (uint64_t)(20 + i % 44) * 512 + (uint64_t)(i * 37) % 512);
     CU_ASSERT_EQUAL(ms_sched_plan(s, 1, bm, 1.0, 1.0, &pr), MS_OK);
-    CU_ASSERT_EQUAL(pr.deferred_fragments, 4);
-    CU_ASSERT_EQUAL(pr.pending_pages, 4 * 512);
-    for (uint64_t p = 10 * 512; p < 14 * 512; p++)
-        CU_ASSERT_FALSE(ms_bit_test(bm, p));
+    /* 4048 pages outstanding at 32768/s = 124 ms <= 300 ms: stop after
+     * this round */
+    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_STOP_AFTER);
+    CU_ASSERT(strstr(pr.reason, "target") != NULL);
     /* the four hot fragments are last in the order */
     for (uint32_t i = 60; i < 64; i++)
         CU_ASSERT(pr.order[i] >= 10 && pr.order[i] < 14);
     /* coldest first: untouched fragments lead, in address order */
     CU_ASSERT_EQUAL(pr.order[0], 0);
     CU_ASSERT_EQUAL(pr.order[10], 14);
-    /* 4048 pages outstanding at 32768/s = 124 ms <= 300 ms: stop after
-     * sending the cold part live */
-    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_STOP_AFTER);
-    CU_ASSERT(strstr(pr.reason, "target") != NULL);
+    if (!hold) {
+        /* everything goes live once more, hottest last */
+        CU_ASSERT_EQUAL(pr.deferred_fragments, 0);
+        CU_ASSERT_EQUAL(pr.pending_pages, 0);
+        CU_ASSERT_EQUAL(pr.send_pages, 4048);
+        memset(bm, 0, nw * 8);
+        CU_ASSERT_EQUAL(ms_sched_final(s, bm), 0);
+        free(bm);
+        ms_sched_free(s);
+        return;
+    }
+    CU_ASSERT_EQUAL(pr.deferred_fragments, 4);
+    CU_ASSERT_EQUAL(pr.pending_pages, 4 * 512);
+    for (uint64_t p = 10 * 512; p < 14 * 512; p++)
+        CU_ASSERT_FALSE(ms_bit_test(bm, p));
+    CU_ASSERT_EQUAL(pr.send_pages, 2000);
     /* the final round carries the held-back pages */
     memset(bm, 0, nw * 8);
     CU_ASSERT_EQUAL(ms_sched_final(s, bm), 4 * 512);
     free(bm);
     ms_sched_free(s);
 }
+
+static void test_fragmented_defers_hot(void) { defers_hot(true); }
+static void test_fragmented_releases_on_stop(void) { defers_hot(false); }
 
 /* Hot memory larger than the budget: only what fits is held back, and the
  * policy stops when rounds stop shrinking what is outstanding. */
@@ -463,6 +479,7 @@ MS_TEST_MAIN({
         {"precopy reproduces xen's send_memory_live decisions", test_precopy_matches_xen},
         {"no dirty page lost, any policy, random workloads", test_no_page_lost},
         {"fragmented holds hot fragments back, cold first", test_fragmented_defers_hot},
+        {"fragmented sends all live once more when it stops", test_fragmented_releases_on_stop},
         {"fragmented deferral within budget, stops on stall", test_fragmented_budget_and_stall},
         {"downtime policy: limit and max iterations", test_downtime_policy},
         {"bad policy configurations refused", test_bad_config},

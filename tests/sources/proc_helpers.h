@@ -112,6 +112,24 @@ static inline int mirror_round(mirror *m)
     return rc;
 }
 
+/* Say where a page lives, for failure messages. */
+static inline void report_page(ms_page_source *s, uint64_t page)
+{
+    ms_process_range *r;
+    size_t n;
+    fprintf(stderr, "page %llu differs", (unsigned long long)page);
+    if (ms_process_source_pid(s) > 0 && ms_process_source_ranges(s, &r, &n) == MS_OK) {
+        for (size_t i = 0; i < n; i++)
+            if (page >= r[i].first_page && page < r[i].first_page + r[i].npages)
+                fprintf(stderr, ": pid %d address 0x%llx (range 0x%llx, %llu pages, %s%s)", r[i].pid,
+                        (unsigned long long)(r[i].addr + (page - r[i].first_page) * MS_PAGE_SIZE),
+                        (unsigned long long)r[i].addr, (unsigned long long)r[i].npages,
+                        r[i].shared ? "shared" : "private", r[i].tracked ? "" : ", untracked");
+        free(r);
+    }
+    fprintf(stderr, "\n");
+}
+
 /* Pages whose copy differs from a fresh read (the source must be paused). */
 static inline uint64_t mirror_diff(mirror *m, int *rc_out)
 {
@@ -127,7 +145,7 @@ static inline uint64_t mirror_diff(mirror *m, int *rc_out)
         for (size_t i = 0; !rc && i < n; i++)
             if (memcmp(buf + i * MS_PAGE_SIZE, m->copy + idx[i] * MS_PAGE_SIZE, MS_PAGE_SIZE)) {
                 if (diff < 5)
-                    fprintf(stderr, "page %llu differs\n", (unsigned long long)idx[i]);
+                    report_page(m->s, idx[i]);
                 diff++;
             }
     }

@@ -8,156 +8,7 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 
-#define REGION_PAGES 1024u
-
-enum { C_WRITE = 1, C_READ, C_MMAP, C_REMAP, C_UNMAP, C_SPIN, C_EXIT, C_SHARED_FORK, C_GC_WRITE };
-
-typedef struct cmd {
-    uint32_t op, n;
-    uint64_t a, b;
-} cmd;
-
-typedef struct child {
-    pid_t pid;
-    int to, from;          /* command pipe and reply pipe */
-    uint64_t region;       /* address of the test region in the child */
-} child;
-
-/* ---------------------------------------------------------------- child */
-
-static uint8_t *g_region;
-static int g_gc_to = -1, g_gc_from = -1;
-
-static void full_read(int fd, void *p, size_t n)
-{
-    uint8_t *b = p;
-    while (n) {
-        ssize_t r = read(fd, b, n);
-        if (r <= 0)
-            _exit(3);
-        b += r;
-        n -= (size_t)r;
-    }
-}
-
-static void reply(int fd, uint64_t v)
-{
-    if (write(fd, &v, sizeof v) != sizeof v)
-        _exit(4);
-}
-
-static void grandchild_loop(uint8_t *shared, int in, int out)
-{
-    uint64_t page;
-    while (read(in, &page, sizeof page) == sizeof page) {
-        shared[page * MS_PAGE_SIZE + 7] ^= 0x5a;
-        reply(out, 0);
-    }
-    _exit(0);
-}
-
-static uint64_t shared_fork(uint64_t pages)
-{
-    int mfd = memfd_create("ms-test", MFD_CLOEXEC);
-    if (mfd < 0 || ftruncate(mfd, (off_t)(pages * MS_PAGE_SIZE)) < 0)
-        _exit(5);
-    uint8_t *sh = mmap(NULL, pages * MS_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
-    if (sh == MAP_FAILED)
-        _exit(5);
-    memset(sh, 0x11, pages * MS_PAGE_SIZE);
-    int p1[2], p2[2];
-    if (pipe(p1) < 0 || pipe(p2) < 0)
-        _exit(5);
-    if (fork() == 0) {
-        close(p1[1]);
-        close(p2[0]);
-        grandchild_loop(sh, p1[0], p2[1]);
-    }
-    close(p1[0]);
-    close(p2[1]);
-    g_gc_to = p1[1];
-    g_gc_from = p2[0];
-    return (uint64_t)(uintptr_t)sh;
-}
-
-static uint64_t spin(uint64_t ms)
-{
-    uint64_t end = ms_now_ns() + ms * 1000000ull, x = 12345, n = 0;
-    while (ms_now_ns() < end)
-        for (int i = 0; i < 64; i++) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            uint64_t *w = (uint64_t *)(g_region + ((x >> 33) % REGION_PAGES) * MS_PAGE_SIZE) + (x >> 20) % 512;
-            *w = ++n;
-        }
-    return n;
-}
-
-static uint64_t run_cmd(const cmd *c, const uint64_t *list)
-{
-    volatile uint64_t sum = 0;
-    switch (c->op) {
-    case C_WRITE:
-        for (uint32_t i = 0; i < c->n; i++)
-            g_region[list[i] * MS_PAGE_SIZE + (list[i] * 8) % MS_PAGE_SIZE] += 1;
-        return 0;
-    case C_READ:
-        for (uint32_t i = 0; i < c->n; i++)
-            sum += g_region[list[i] * MS_PAGE_SIZE + 100];
-        return sum & 0;
-    case C_MMAP: {
-        uint8_t *p = mmap(NULL, c->a * MS_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED)
-            return 0;
-        madvise(p, c->a * MS_PAGE_SIZE, MADV_NOHUGEPAGE);
-        for (uint64_t i = 0; i < c->a; i++)
-            memset(p + i * MS_PAGE_SIZE, (int)(i + 1), 64);
-        return (uint64_t)(uintptr_t)p;
-    }
-    case C_REMAP: {
-        uint8_t *at = g_region + c->a * MS_PAGE_SIZE;
-        void *p = mmap(at, c->b * MS_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-        if (p != at)
-            return 1;
-        memset(at, 0x77, 16);
-        return 0;
-    }
-    case C_UNMAP:
-        return (uint64_t)munmap((void *)(uintptr_t)c->a, c->b * MS_PAGE_SIZE);
-    case C_SPIN:
-        return spin(c->a);
-    case C_EXIT:
-        _exit(0);
-    case C_SHARED_FORK:
-        return shared_fork(c->a);
-    case C_GC_WRITE: {
-        uint64_t ack;
-        reply(g_gc_to, c->a);
-        full_read(g_gc_from, &ack, sizeof ack);
-        return 0;
-    }
-    }
-    return 0;
-}
-
-static void child_loop(int in, int out)
-{
-    g_region = mmap(NULL, REGION_PAGES * MS_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (g_region == MAP_FAILED)
-        _exit(2);
-    madvise(g_region, REGION_PAGES * MS_PAGE_SIZE, MADV_NOHUGEPAGE);
-    memset(g_region, 0x33, REGION_PAGES / 2 * MS_PAGE_SIZE); /* half populated, half never touched */
-    reply(out, (uint64_t)(uintptr_t)g_region);
-    for (;;) {
-        cmd c;
-        full_read(in, &c, sizeof c);
-        uint64_t *list = c.n ? malloc(c.n * sizeof *list) : NULL;
-        if (c.n)
-            full_read(in, list, c.n * sizeof *list);
-        uint64_t r = run_cmd(&c, list);
-        free(list);
-        reply(out, r);
-    }
-}
+#include "tests/sources/child_proto.h"
 
 /* ---------------------------------------------------------------- parent */
 
@@ -165,20 +16,26 @@ static child start_child(void)
 {
     int a[2], b[2];
     child c = {-1, -1, -1, 0};
-    if (pipe2(a, O_CLOEXEC) < 0 || pipe2(b, O_CLOEXEC) < 0)
+    const char *path = getenv("MIGSTREAM_TEST_CHILD");
+    if (!path || pipe2(a, O_CLOEXEC) < 0 || pipe2(b, O_CLOEXEC) < 0)
         return c;
     c.pid = fork();
     if (c.pid == 0) {
-        close(a[1]);
-        close(b[0]);
-        child_loop(a[0], b[1]);
+        /* Through fds >= 10 so that dup2 never meets itself (which would
+         * leave close-on-exec set). */
+        int in = fcntl(a[0], F_DUPFD, 10), out = fcntl(b[1], F_DUPFD, 10);
+        dup2(in, 3);
+        dup2(out, 4);
+        execl(path, "test_sources_child", (char *)NULL);
+        _exit(127);
     }
     close(a[0]);
     close(b[1]);
     c.to = a[1];
     c.from = b[0];
     uint64_t addr = 0;
-    if (read(c.from, &addr, sizeof addr) == sizeof addr)
+    struct pollfd pf = {.fd = c.from, .events = POLLIN};
+    if (poll(&pf, 1, 10000) == 1 && read(c.from, &addr, sizeof addr) == sizeof addr)
         c.region = addr;
     return c;
 }
@@ -313,6 +170,22 @@ static void test_concurrent_writer_copy(void)
     CU_ASSERT_EQUAL(read(c.from, &writes, sizeof writes), sizeof writes);
     printf("  child wrote %llu words during the rounds\n", (unsigned long long)writes);
     CU_ASSERT(writes > 10000);
+    /* Then every page written exactly once, spread over 600 ms, with rounds
+     * every 10 ms: one lost report would leave a page stale. Three times. */
+    for (int sweep = 0; sweep < 3; sweep++) {
+        cmd sw = {C_SWEEP, 0, 600, 1000000ull * (sweep + 1)};
+        CU_ASSERT_FATAL(write(c.to, &sw, sizeof sw) == sizeof sw);
+        uint64_t seen = 0;
+        struct pollfd pf = {.fd = c.from, .events = POLLIN};
+        while (poll(&pf, 1, 10) == 0) {
+            CU_ASSERT_EQUAL(mirror_round(&m), MS_OK);
+            seen += m.last_dirty;
+        }
+        CU_ASSERT_EQUAL(read(c.from, &writes, sizeof writes), sizeof writes);
+        printf("  sweep %d: %llu pages reported over %d rounds\n", sweep, (unsigned long long)seen, m.rounds);
+        mirror_final_check(&m);
+        CU_ASSERT_EQUAL(ms_source_resume(s), MS_OK);
+    }
     mirror_free(&m);
     ms_source_destroy(s);
     stop_child(&c);

@@ -38,7 +38,7 @@ done < /etc/ms-modules
 
 ip link set lo up
 if [ "$role" = single ]; then
-  ip link add dummy0 type dummy
+  ip link add dummy0 type dummy 2>/dev/null  # the module may have made it already
   dev=dummy0
 else
   dev=eth0

@@ -11,7 +11,7 @@
 #                 configured here with -Drdma=enabled -Dxen=disabled)
 #   --no-build    take the binaries already in the build dir, run no ninja
 #   --bench       also run bench_rdma (CPU s/GiB, rdma vs tcp) in the VM
-#   --mb N        MiB moved by the bulk tests (default 32)
+#   --mb N        MiB moved by the bulk tests (default 16)
 #   --budget S    watchdog for one VM run (default 270 s)
 #   --keep        keep the work dir (initramfs tree) for inspection
 #
@@ -30,7 +30,7 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 
-two_vm=0 build="" nobuild=0 bench=0 mb=32 budget=270 keep=0
+two_vm=0 build="" nobuild=0 bench=0 mb=16 budget=270 keep=0
 while [ $# -gt 0 ]; do
   case $1 in
     --two-vm) two_vm=1 ;;
@@ -218,14 +218,22 @@ initrd=$work/initrd.cpio.gz
 log "initramfs $(du -h "$initrd" | cut -f1), kernel $kver, setup $(( $(date +%s) - t_start )) s"
 
 # ---- boot -----------------------------------------------------------------------
-qemu_base=(qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 1024 -nographic -no-reboot
-           -kernel "$vmlinuz" -initrd "$initrd")
+# No display, monitor or terminal: the serial console goes to a file and
+# setsid keeps qemu away from the caller's terminal (two VMs at once).
+qemu_base=(qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 1024 -display none -vga none
+           -monitor none -no-reboot -kernel "$vmlinuz" -initrd "$initrd")
 cmdline="console=ttyS0 quiet panic=-1 ms_mb=$mb ms_budget=$((budget - 15)) ms_bench=$bench"
 
 run_vm() { # LOG EXTRA_CMDLINE QEMU_NET_ARGS...
-  local logf=$1 extra=$2
+  local logf=$1 extra=$2 rc
   shift 2
-  timeout --kill-after=10 "$budget" "${qemu_base[@]}" -append "$cmdline $extra" "$@" </dev/null >"$logf" 2>&1
+  rm -f "$logf"
+  setsid -w timeout --kill-after=10 "$budget" "${qemu_base[@]}" -serial "file:$logf" \
+    -append "$cmdline $extra" "$@" </dev/null >"$logf.qemu" 2>&1
+  rc=$?
+  [ -s "$logf.qemu" ] && { echo "--- qemu (exit $rc):"; cat "$logf.qemu"; } >>"$logf"
+  rm -f "$logf.qemu"
+  return $rc
 }
 
 logs=()
@@ -237,11 +245,11 @@ else
   logs=("$art/rdma-lane-vm-a.log" "$art/rdma-lane-vm-b.log")
   run_vm "${logs[0]}" "ms_role=a ms_ip=10.0.0.1 ms_peer=10.0.0.2" \
     -netdev socket,id=n0,udp=127.0.0.1:$pb,localaddr=127.0.0.1:$pa \
-    -device virtio-net-pci,netdev=n0,mac=52:54:00:4d:53:01 &
+    -device virtio-net-pci,netdev=n0,mac=52:54:00:4d:53:01,romfile= &
   va=$!
   run_vm "${logs[1]}" "ms_role=b ms_ip=10.0.0.2 ms_peer=10.0.0.1" \
     -netdev socket,id=n0,udp=127.0.0.1:$pa,localaddr=127.0.0.1:$pb \
-    -device virtio-net-pci,netdev=n0,mac=52:54:00:4d:53:02 &
+    -device virtio-net-pci,netdev=n0,mac=52:54:00:4d:53:02,romfile= &
   vb=$!
   wait $va
   wait $vb

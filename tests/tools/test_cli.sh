@@ -1,0 +1,183 @@
+#!/bin/bash
+# End-to-end checks of `migstream recv | replay | inspect` as processes:
+# round trips with verified digests, records, keys, and faults where a real
+# process is killed. Every step runs under `timeout`: a hang is a failure.
+# usage: test_cli.sh PATH/TO/migstream
+set -u
+M=${1:?usage: test_cli.sh MIGSTREAM}
+T=$(mktemp -d /tmp/ms-cli.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$T"' EXIT
+fails=0
+step() { printf '%-64s' "$1"; }
+ok() { echo ok; }
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+json_field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" | head -1; }
+
+# Start `recv` in the background; sets RPID and PORT.
+start_recv() {
+    "$M" recv --listen 127.0.0.1:0 --quiet "$@" >"$T/recv.out" 2>"$T/recv.err" &
+    RPID=$!
+    PORT=
+    for _ in $(seq 100); do
+        PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$T/recv.err")
+        [ -n "$PORT" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# ---- usage ------------------------------------------------------------------
+for c in recv replay inspect; do
+    step "$c --help"
+    out=$(timeout 10 "$M" $c --help) && echo "$out" | grep -q "^usage: migstream $c" && ok || bad "$c --help"
+done
+step "bad usage exits 2"
+timeout 10 "$M" replay --sample 1M --rounds 0 >/dev/null 2>&1; r1=$?
+timeout 10 "$M" replay >/dev/null 2>&1; r2=$?
+timeout 10 "$M" recv --listen 127.0.0.1:0 >/dev/null 2>&1; r3=$?
+timeout 10 "$M" replay --sample 1M --chain zero,bogus >/dev/null 2>&1; r4=$?
+[ $r1 = 2 ] && [ $r2 = 2 ] && [ $r3 = 2 ] && [ $r4 = 2 ] && ok || bad "exit codes $r1 $r2 $r3 $r4"
+
+# ---- local round trips --------------------------------------------------------
+for t in tcp fd; do
+    for ch in 1 3 8; do
+        step "replay $t, $ch channels, 3 rounds: identical"
+        out=$(timeout 60 "$M" replay --sample 8M --rounds 3 --mutate 0.1 --channels $ch --transport $t --workers 2 --json)
+        rc=$?
+        [ $rc = 0 ] && echo "$out" | grep -q '"identical":true' &&
+            [ "$(echo "$out" | json_field source_digest)" = "$(echo "$out" | json_field receiver_digest)" ] &&
+            ok || bad "rc=$rc $out"
+    done
+done
+
+step "replay of an image file, sealed, bandwidth cap honoured"
+head -c 6000000 /dev/urandom >"$T/img"
+dd if=/dev/zero bs=1M count=2 >>"$T/img" 2>/dev/null
+"$M" keygen "$T/key" >/dev/null
+out=$(timeout 60 "$M" replay --image "$T/img" --rounds 2 --key "$T/key" --channels 2 --max-bandwidth 20000000 --json)
+rc=$?
+secs=$(echo "$out" | json_field wall_s)
+wire=$(echo "$out" | sed -n 's/.*"sender":{[^}]*"total":{[^}]*"wire_bytes":\([0-9]*\).*/\1/p')
+# The cap is a ceiling: the transfer may not be faster than wire / rate.
+[ $rc = 0 ] && echo "$out" | grep -q '"identical":true' && echo "$out" | grep -q '"sealed":true' &&
+    awk -v s="$secs" -v w="$wire" 'BEGIN { exit !(w > 6000000 && s >= 0.9 * w / 20000000) }' && ok ||
+    bad "rc=$rc secs=$secs wire=$wire"
+
+# ---- recv + replay --to, record, inspect, replay of the record -----------------
+step "recv <- replay --to with a key: digests agree"
+start_recv --key "$T/key" --out "$T/out.img" --json || bad "recv did not start"
+out=$(timeout 60 "$M" replay --sample 16M --rounds 3 --channels 4 --key "$T/key" --to 127.0.0.1:$PORT --record "$T/rec" --json)
+rc=$?
+timeout 30 tail --pid=$RPID -f /dev/null; wait $RPID; rrc=$?
+src=$(echo "$out" | json_field source_digest)
+dst=$(json_field image_digest <"$T/recv.out")
+[ $rc = 0 ] && [ $rrc = 0 ] && [ -n "$src" ] && [ "$src" = "$dst" ] && echo "$out" | grep -q '"receiver_acknowledged_stream":true' &&
+    [ "$(stat -c %s "$T/out.img")" = $((16 * 1024 * 1024)) ] && ok || bad "rc=$rc rrc=$rrc src=$src dst=$dst"
+
+step "inspect the sealed record"
+out=$(timeout 30 "$M" inspect --key "$T/key" --json "$T/rec")
+rc=$?
+[ $rc = 0 ] && echo "$out" | grep -q '"complete":true' && echo "$out" | grep -q '"verified":true' &&
+    [ "$(echo "$out" | json_field image_digest)" = "$src" ] && ok || bad "rc=$rc $out"
+step "inspect --frames lists every frame"
+n=$(timeout 30 "$M" inspect --frames --no-verify "$T/rec" | grep -cE '^ +[0-9]+ +[0-9]+ (PAGES|ROUND_END|END)')
+frames=$(timeout 30 "$M" inspect --json --no-verify "$T/rec" | sed -n 's/.*"frames":\([0-9]*\),"frame_bytes".*/\1/p')
+[ "$n" -gt 10 ] && [ "$n" = "$frames" ] && ok || bad "listed $n, total $frames"
+step "inspect without the key: headers only, says why"
+out=$(timeout 30 "$M" inspect "$T/rec")
+[ $? = 0 ] && echo "$out" | grep -q "give --key" && ok || bad "$out"
+step "replay --stream of the record: identical, other chain"
+out=$(timeout 60 "$M" replay --stream "$T/rec" --key "$T/key" --chain zero,zstd:1 --channels 2 --json)
+rc=$?
+[ $rc = 0 ] && echo "$out" | grep -q '"identical":true' && [ "$(echo "$out" | json_field source_digest)" = "$src" ] &&
+    ok || bad "rc=$rc $out"
+
+step "--json output parses as JSON (replay, recv, inspect)"
+jok=1
+for f in "$T/recv.out"; do python3 -m json.tool "$f" >/dev/null 2>&1 || jok=0; done
+timeout 60 "$M" replay --sample 2M --rounds 2 --json | python3 -m json.tool >/dev/null 2>&1 || jok=0
+timeout 30 "$M" inspect --json --frames --key "$T/key" "$T/rec" | python3 -m json.tool >/dev/null 2>&1 || jok=0
+[ $jok = 1 ] && ok || bad "invalid JSON"
+
+# ---- corrupt and truncated records ------------------------------------------------
+step "inspect: a flipped byte is refused (sealed: integrity, exit 5)"
+cp "$T/rec" "$T/rec.bad"
+printf '\x55' | dd of="$T/rec.bad" bs=1 seek=300000 conv=notrunc 2>/dev/null
+timeout 30 "$M" inspect --key "$T/key" "$T/rec.bad" >/dev/null 2>&1
+[ $? = 5 ] && ok || bad "exit $?"
+step "inspect: a truncated record is refused (exit 1)"
+head -c 1000000 "$T/rec" >"$T/rec.cut"
+timeout 30 "$M" inspect --key "$T/key" "$T/rec.cut" >"$T/cut.out" 2>&1
+rc=$?
+[ $rc = 1 ] && grep -qi "without END\|inside frame" "$T/cut.out" && ok || bad "exit $rc: $(cat "$T/cut.out")"
+step "inspect: a hello of another version is refused (exit 4)"
+cp "$T/rec" "$T/rec.v2"
+printf '\x02' | dd of="$T/rec.v2" bs=1 seek=8 conv=notrunc 2>/dev/null
+timeout 30 "$M" inspect "$T/rec.v2" >"$T/v2.out" 2>&1
+rc=$?
+[ $rc = 4 ] && grep -q "version 2" "$T/v2.out" && ok || bad "exit $rc: $(cat "$T/v2.out")"
+
+# ---- keys -------------------------------------------------------------------------
+step "wrong key: refused (exit 5), the listener then serves the right one"
+"$M" keygen "$T/key2" >/dev/null
+start_recv --key "$T/key" --discard --json || bad "recv did not start"
+timeout 30 "$M" replay --sample 1M --key "$T/key2" --to 127.0.0.1:$PORT --quiet >/dev/null 2>"$T/wrong.err"
+wrc=$?
+timeout 30 "$M" replay --sample 1M --key "$T/key" --to 127.0.0.1:$PORT --quiet >/dev/null 2>&1
+grc=$?
+timeout 30 tail --pid=$RPID -f /dev/null; wait $RPID; rrc=$?
+[ $wrc = 5 ] && [ $grc = 0 ] && [ $rrc = 0 ] && grep -q '"result":"ok"' "$T/recv.out" &&
+    grep -q "dropped connection" "$T/recv.err" && ok || bad "wrong=$wrc good=$grc recv=$rrc"
+step "key on one side only: refused on both"
+start_recv --key "$T/key" --discard || bad "recv did not start"
+timeout 30 "$M" replay --sample 1M --to 127.0.0.1:$PORT --quiet >/dev/null 2>&1
+src_rc=$?
+kill $RPID 2>/dev/null; wait $RPID 2>/dev/null
+[ $src_rc != 0 ] && ok || bad "unsealed sender accepted by a keyed receiver"
+step "listener reachable from other hosts needs --key or --insecure"
+timeout 10 "$M" recv --listen 0.0.0.0:0 --discard >/dev/null 2>"$T/open.err"
+rc=$?
+[ $rc = 5 ] && grep -q -- "--insecure" "$T/open.err" && ok || bad "exit $rc"
+
+# ---- killed processes ---------------------------------------------------------------
+step "receiver killed mid-stream: sender fails fast, non-zero"
+start_recv --discard --timeout 2s || bad "recv did not start"
+( sleep 1; kill -9 $RPID ) &
+t0=$(date +%s.%N)
+timeout 60 "$M" replay --sample 64M --rounds 4 --channels 2 --max-bandwidth 4M --timeout 2s \
+    --to 127.0.0.1:$PORT --quiet --json >"$T/killed.out" 2>/dev/null
+rc=$?
+t1=$(date +%s.%N)
+wait 2>/dev/null
+[ $rc != 0 ] && [ $rc != 124 ] && grep -q '"result":"error"' "$T/killed.out" &&
+    awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(b - a < 6) }' && ok || bad "exit $rc, $t0 .. $t1"
+
+step "sender killed mid-stream: receiver fails fast, non-zero"
+start_recv --discard --timeout 2s --json || bad "recv did not start"
+# (no `timeout` wrapper: the kill must reach migstream itself)
+"$M" replay --sample 64M --rounds 4 --channels 2 --max-bandwidth 4M --to 127.0.0.1:$PORT --quiet >/dev/null 2>&1 &
+SPID=$!
+sleep 1
+kill -9 $SPID
+t0=$(date +%s.%N)
+timeout 30 tail --pid=$RPID -f /dev/null; wait $RPID; rrc=$?
+t1=$(date +%s.%N)
+[ $rrc != 0 ] && grep -q '"result":"error"' "$T/recv.out" && grep -qE 'truncated|closed' "$T/recv.out" &&
+    awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(b - a < 4) }' && ok || bad "recv exit $rrc: $(cat "$T/recv.out")"
+
+step "sender stopped (SIGSTOP): receiver times out, non-zero"
+start_recv --discard --timeout 1500ms --json || bad "recv did not start"
+"$M" replay --sample 64M --channels 2 --max-bandwidth 4M --to 127.0.0.1:$PORT --quiet >/dev/null 2>&1 &
+SPID=$!
+sleep 0.7
+kill -STOP $SPID
+timeout 30 tail --pid=$RPID -f /dev/null; wait $RPID; rrc=$?
+kill -CONT $SPID 2>/dev/null
+timeout 30 tail --pid=$SPID -f /dev/null; wait $SPID; src=$?
+[ $src != 0 ] && [ $rrc = 4 ] && grep -q "timed out" "$T/recv.out" && ok || bad "recv exit $rrc: $(cat "$T/recv.out")"
+
+if [ $fails -ne 0 ]; then
+    echo "$fails check(s) failed"
+    exit 1
+fi
+echo "all checks passed"
