@@ -254,7 +254,7 @@ static void store_put(page_store *s, uint64_t pfn, const uint8_t *page, const ui
     uint32_t i = store_find(s, pfn);
     if (i != NIL) {
         lru_unlink(s, i);
-        if (!h) content_unlink(s, i);
+        content_unlink(s, i);
     } else if (!s->cap) {
         return;
     } else {

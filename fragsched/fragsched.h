@@ -290,6 +290,10 @@ typedef struct ms_engine_config {
     unsigned channels;           /* parallel TCP connections; 0 = 1 */
     const char *to;              /* NULL or "local": receiver in this process on
                                   * loopback TCP; else "HOST:PORT" of `migstream recv` */
+    const char *local_listen;    /* local receiver's address (default 127.0.0.1) */
+    const char *receiver_netns;  /* local receiver's socket in this network namespace
+                                  * (a name under /var/run/netns or a path), so the
+                                  * data crosses a real link, e.g. a tbf veth pair */
     bool verify;                 /* compare destination with source at the pause */
     int after;                   /* enum ms_source_after (on success; failure resumes) */
     const char *record_trace;    /* write the dirty trace here (sources' trace format) */

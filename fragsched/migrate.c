@@ -2,9 +2,13 @@
  * receiver in this process on loopback TCP into a memory image, which is
  * what lets us verify the destination page for page; HOST:PORT sends to a
  * `migstream recv` elsewhere (its frame hashes are checked there). */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fragsched/fragsched.h"
 #include "fragsched/sched_priv.h"
@@ -79,6 +83,40 @@ static int verify_local(void *ctx, const uint64_t *hashes, uint64_t npages, uint
     return MS_OK;
 }
 
+/* Bind the listener inside another network namespace: the socket keeps
+ * that namespace, so the receiver thread and the sender (in ours) talk
+ * across whatever link joins the two. Only this thread switches, briefly. */
+static int listen_in_netns(const char *netns, const char *host, const ms_tcp_options *topt,
+                           ms_listener **l)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s%s", strchr(netns, '/') ? "" : "/var/run/netns/", netns);
+    int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    int target = open(path, O_RDONLY | O_CLOEXEC);
+    int rc = MS_OK;
+    if (self < 0 || target < 0) {
+        rc = ms_error(MS_ERR_IO, "network namespace %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (setns(target, CLONE_NEWNET) < 0) {
+        rc = ms_error(MS_ERR_IO, "cannot enter network namespace %s: %s", path, strerror(errno));
+        goto out;
+    }
+    rc = ms_tcp_listen(host, "0", topt, l);
+    if (setns(self, CLONE_NEWNET) < 0) {
+        /* Staying in the other namespace would misroute everything after. */
+        ms_listener_close(*l);
+        *l = NULL;
+        rc = ms_error(MS_ERR_IO, "cannot return to our network namespace: %s", strerror(errno));
+    }
+out:
+    if (self >= 0)
+        close(self);
+    if (target >= 0)
+        close(target);
+    return rc;
+}
+
 static int connect_all(const char *host, const char *port, unsigned n, const ms_tcp_options *topt,
                        ms_conn **conns)
 {
@@ -102,7 +140,15 @@ static void describe_link(ms_migration_report *rep, const ms_engine_config *cfg,
     char cap[48] = "";
     if (cfg->session.max_bandwidth)
         snprintf(cap, sizeof(cap), ", cap %.1f MB/s", cfg->session.max_bandwidth / 1e6);
-    snprintf(rep->link, sizeof(rep->link), "%s tcp x%u%s", local ? "loopback" : cfg->to, n, cap);
+    char where[80];
+    if (!local)
+        snprintf(where, sizeof(where), "%s", cfg->to);
+    else if (cfg->receiver_netns)
+        snprintf(where, sizeof(where), "local receiver in netns %s (%s)", cfg->receiver_netns,
+                 cfg->local_listen ? cfg->local_listen : "127.0.0.1");
+    else
+        snprintf(where, sizeof(where), "loopback");
+    snprintf(rep->link, sizeof(rep->link), "%s tcp x%u%s", where, n, cap);
 }
 
 int ms_migrate(ms_page_source *src, const ms_engine_config *cfg, ms_migration_report *rep)
@@ -121,11 +167,17 @@ int ms_migrate(ms_page_source *src, const ms_engine_config *cfg, ms_migration_re
     if (!conns)
         return ms_error(MS_ERR_NOMEM, "engine: out of memory");
     if (local) {
-        rc = ms_tcp_listen("127.0.0.1", "0", &topt, &rx.l);
+        if (cfg->local_listen)
+            snprintf(host, sizeof(host), "%s", cfg->local_listen);
+        rc = cfg->receiver_netns ? listen_in_netns(cfg->receiver_netns, host, &topt, &rx.l)
+                                 : ms_tcp_listen(host, "0", &topt, &rx.l);
         if (rc)
             goto out;
         snprintf(port, sizeof(port), "%u", rx.l->port);
         rx.cfg = cfg->session;
+        /* Our own receiver, reached over a link we were told to use (a veth
+         * into a namespace): not a listener open to strangers. */
+        rx.cfg.insecure = rx.cfg.insecure || cfg->receiver_netns || cfg->local_listen;
         rx.timeout_ms = cfg->session.timeout_ms ? cfg->session.timeout_ms : MS_DEFAULT_TIMEOUT_MS;
         uint64_t cap = ms_source_max_pages(src);
         rx.sink.max_bytes = (cap > src->npages ? cap : src->npages) * src->page_size;

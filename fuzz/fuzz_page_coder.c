@@ -1,7 +1,8 @@
-/* libFuzzer target for the page-section decoder.
+/* libFuzzer target for the page-section decoder (zero, dedup, delta).
  * A decoder is primed with a fixed first section (so some pfns are cached),
  * then given the input as the next section. Byte 0: page count (1..16) and
- * whether to decode in place; byte 1: page stages; the rest: the section.
+ * whether to decode in place; byte 1: page stages (MS_STAGE_* bits); the
+ * rest: the section.
  * Whatever the input, the decoder must refuse it or decode it, and after a
  * refusal it must still decode the valid next section correctly: a refused
  * section leaves the cache untouched. */
@@ -31,12 +32,18 @@ static void make_pages(void)
     memcpy(second, first, sizeof second);
     for (unsigned i = 1; i < NPAGES; i += 2)
         second[i * PS + (i * 37) % PS] ^= 0x41;
+    /* Duplicates: of a page of the first section, and within the second. */
+    memcpy(second + 2 * PS, first + 5 * PS, PS);
+    memcpy(second + 14 * PS, second + 3 * PS, PS);
 }
+
+#define STORE_BYTES (8 * (PS + 64) + 4096)
 
 static ms_page_coder *new_coder(uint32_t stages)
 {
-    /* A cache of a few pages, so evictions are part of the state. */
-    ms_page_coder_config cfg = {.stages = stages, .page_size = PS, .delta_cache_bytes = 8 * (PS + 64) + 4096};
+    /* A store of a few pages, so evictions are part of the state. */
+    ms_page_coder_config cfg = {.stages = stages, .page_size = PS, .delta_cache_bytes = STORE_BYTES,
+                                .dedup_bytes = STORE_BYTES};
     ms_page_coder *pc = ms_page_coder_new(&cfg);
     if (!pc)
         abort();
@@ -51,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         make_pages();
     size_t count = 1 + data[0] % NPAGES;
     bool inplace = data[0] & 0x80;
-    uint32_t stages = data[1] & (MS_STAGE_ZERO | MS_STAGE_DELTA);
+    uint32_t stages = data[1] & (MS_STAGE_ZERO | MS_STAGE_DELTA | MS_STAGE_DEDUP);
     ms_page_coder *enc = new_coder(stages), *dec = new_coder(stages);
     ms_buf sec1 = {0}, sec2 = {0};
     uint8_t *out = malloc(NPAGES * PS + size);
@@ -73,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             memcmp(out, second, sizeof second))
             abort();
     }
-    if (ms_page_coder_cache_bytes(dec) > 8 * (PS + 64) + 4096)
+    if (ms_page_coder_cache_bytes(dec) > 2 * STORE_BYTES)
         abort();
     free(in);
     free(out);

@@ -619,8 +619,10 @@ static bool root_gone(psrc *ps)
 }
 
 /* Follow the tree: add new descendants, drop the ones that exited. */
-static int refresh_procs(psrc *ps)
+static int refresh_procs(psrc *ps, size_t *added)
 {
+    if (added)
+        *added = 0;
     if (root_gone(ps))
         return root_closed(ps);
     for (size_t i = 1; i < ps->nprocs;) {
@@ -640,8 +642,12 @@ static int refresh_procs(psrc *ps)
         ps->procs[i]->mark = i == 0;
     for (size_t j = 0; j < n && !rc; j++) {
         proc *p = find_proc(ps, pids[j]);
-        if (!p && add_proc(ps, pids[j], -1, &p) == MS_OK && ps->paused)
-            ms_pidfd_signal(p->pidfd, SIGSTOP);
+        if (!p && add_proc(ps, pids[j], -1, &p) == MS_OK) {
+            if (ps->paused)
+                ms_pidfd_signal(p->pidfd, SIGSTOP);
+            if (added)
+                (*added)++;
+        }
         if (p)
             p->mark = true;
     }
@@ -823,7 +829,7 @@ static int rescan(ms_page_source *s, uint64_t *out, uint64_t *renum, bool scan)
     psrc *ps = s->priv;
     uint64_t t0 = ms_now_ns();
     drain_reports(ps);
-    int rc = refresh_procs(ps);
+    int rc = refresh_procs(ps, NULL);
     if (rc)
         return rc;
     for (size_t i = 0; i < ps->nprocs; i++) {
@@ -1081,13 +1087,10 @@ static int stop_all(psrc *ps, uint64_t deadline)
         if (!ps->tree)
             return MS_OK;
         /* A fork may have raced the signals: stop newcomers too. */
-        size_t before = ps->nprocs;
-        int rc = refresh_procs(ps);
-        if (rc)
+        size_t added;
+        int rc = refresh_procs(ps, &added);
+        if (rc || added == 0)
             return rc;
-        bool same = ps->nprocs == before;
-        if (same)
-            return MS_OK;
     }
     return ms_error(MS_ERR_TIMEOUT, "process %d: its tree kept forking while being stopped", ps->root_pid);
 }
@@ -1508,6 +1511,13 @@ int ms_process_source_spawn(char *const argv[], const ms_process_opts *opts, ms_
     psrc *ps = s->priv;
     ps->spawned = true;
     ps->tree = !(ps->o.flags & MS_PROC_ROOT_ONLY);
+    /* A command that has just started has almost no memory yet: a count
+     * fixed now would be useless, so spawn always grows (by default up to
+     * RAM + swap). */
+    if (!ps->grow) {
+        ps->grow = true;
+        ps->o.max_pages = default_bound();
+    }
     spawn_fds f = {{-1, -1}, {-1, -1}, -1};
     /* Non-blocking: a preload must never stall its process on a full pipe. */
     if (pipe2(f.rep, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(f.st, O_CLOEXEC) < 0)

@@ -66,8 +66,9 @@ uint64_t ms_bitmap_count(const uint64_t *bm, uint64_t nbits);
 
 /* Capacity of a source: the most pages it will ever number. Size bitmaps
  * (and per-page state) for this many bits. It equals s->npages for every
- * source except a `process` source built with a page bound (max_pages),
- * whose s->npages may grow after a ms_source_dirty() call, never beyond. */
+ * source except a `process` source built with a page bound (max_pages) or
+ * spawned, whose s->npages may grow after ms_source_start() or
+ * ms_source_dirty(), never beyond. */
 uint64_t ms_source_max_pages(const ms_page_source *s);
 
 /* ------------------------------------------------------------------ */
@@ -86,8 +87,8 @@ uint64_t ms_source_max_pages(const ms_page_source *s);
  * (a private mapping of one process, or a range of one shared-memory object
  * such as a memfd or shared anonymous mapping, numbered once however many
  * processes map it) owns a contiguous run of slots, allocated in the order
- * the spans are discovered (construction first, then each dirty() call,
- * which rescans /proc/PID/maps). Memory that goes away (munmap, mprotect to
+ * the spans are discovered (construction first, then start() and each
+ * dirty() call, which reread /proc/PID/maps). Memory that goes away (munmap, mprotect to
  * non-writable, process exit) frees its slots: they are reported dirty once
  * and then read as zeros until a new span reuses them (reported dirty
  * again). New spans take free slots first, then grow npages up to the bound.
@@ -102,7 +103,8 @@ uint64_t ms_source_max_pages(const ms_page_source *s);
  * (EPERM from PM_SCAN_CHECK_WPASYNC) reports the whole span dirty and
  * re-registers and re-protects it; a span that cannot be registered is
  * reported dirty at every call. If the (root) process exits, dirty(), read()
- * and pause() fail with MS_ERR_CLOSED naming the pid. */
+ * and pause() fail with MS_ERR_CLOSED naming the pid. Details, costs and
+ * limits: docs/sources.md. */
 
 enum ms_process_flags {
     MS_PROC_CHILDREN = 1u << 0,     /* attach: also track descendants */
@@ -120,10 +122,14 @@ typedef struct ms_process_opts {
      * discovery of other mappings); NULL = every selected mapping. */
     const ms_addr_range *ranges;
     size_t nranges;
-    /* 0: s->npages is fixed at what construction found (new mappings can
-     * only reuse freed slots; beyond that dirty() fails with MS_ERR_LIMIT).
-     * >0: s->npages may grow up to this bound; the caller sizes bitmaps for
-     * ms_source_max_pages(s) and re-reads s->npages after each dirty(). */
+    /* >0: s->npages may grow up to this bound after start() or dirty();
+     * the caller sizes bitmaps (and per-page state) for
+     * ms_source_max_pages(s) and rereads s->npages after each call. Pages
+     * added by start() are reported again by the first dirty().
+     * 0 with attach: s->npages is fixed at what construction found (new
+     * memory can only reuse freed slots; beyond that dirty() fails with
+     * MS_ERR_LIMIT). 0 with spawn: grow up to RAM + swap. Without a bound,
+     * construction refuses more writable memory than RAM + swap. */
     uint64_t max_pages;
     /* spawn: the preload library (NULL: $MIGSTREAM_UFFD_PRELOAD, then the
      * build tree's and the installed copy). */

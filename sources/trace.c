@@ -428,6 +428,24 @@ static int trace_advance(ms_page_source *s, double seconds)
     if (t->paused || t->done)
         return MS_OK;
     t->now_ns += seconds * 1e9;
+    double dur = (double)t->info.duration_ns;
+    if (t->o.loop && dur > 0 && t->now_ns >= 3 * dur) {
+        /* Whole loops in one step dirty every page of every record: do
+         * that once instead of looping (a 1 ns trace would never end). */
+        for (uint64_t i = 0; i < t->info.records; i++) {
+            int rc = t->recs[i].count ? load_record(t, i) : MS_OK;
+            if (rc)
+                return rc;
+            uint64_t keep = t->applied;
+            t->applied = 0;
+            uint64_t save = t->cur;
+            t->cur = i;
+            apply_pages(t, t->recs[i].count);
+            t->cur = save;
+            t->applied = keep;
+        }
+        t->now_ns = fmod(t->now_ns, dur) + dur;
+    }
     while (!t->done) {
         if (t->cur == t->info.records) {
             if (!t->o.loop || t->info.duration_ns == 0) {

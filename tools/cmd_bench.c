@@ -25,7 +25,8 @@
 #define PS MS_PAGE_SIZE
 #define MAX_CHAINS 32
 #define DEFAULT_CHAINS                                                                              \
-    "none;zero;lz4;zero,lz4;zero,delta,lz4;zstd:1;zero,zstd:1;zero,delta,zstd:1;zero,zstd:3"
+    "none;zero;lz4;zero,lz4;zero,delta,lz4;zero,dedup,lz4;zero,dedup,delta,lz4;zstd:1;zero,zstd:1;"    \
+    "zero,delta,zstd:1;zero,zstd:3"
 
 typedef struct bench_opts {
     const char *image;
@@ -34,7 +35,8 @@ typedef struct bench_opts {
     uint32_t frame_pages;
     double mutate;       /* fraction of non-zero pages resent modified */
     double page_change;  /* fraction of bytes changed in a modified page */
-    uint64_t cache_mib;
+    uint64_t cache_mib;  /* delta's share of the page store */
+    uint64_t dedup_mib;  /* dedup's share */
     unsigned repeat;
     uint64_t seed;
     bool json;
@@ -51,11 +53,13 @@ static uint64_t rng_next(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-enum page_kind { K_ZERO, K_TEXT, K_POINTERS, K_RANDOM, K_SPARSE, K_COUNT };
-static const char *const kind_names[K_COUNT] = {"zero", "text", "pointers", "random", "nearly-zero"};
+enum page_kind { K_ZERO, K_TEXT, K_POINTERS, K_RANDOM, K_SPARSE, K_COPY, K_COUNT };
+static const char *const kind_names[K_COUNT] = {"zero", "text", "pointers", "random", "nearly-zero",
+                                                "copies"};
 /* Shares in percent: about what a running guest holds (much of it zero,
- * code/text and heap structures, some compressed or encrypted data). */
-static const unsigned kind_share[K_COUNT] = {40, 20, 20, 10, 10};
+ * code/text and heap structures, some compressed or encrypted data, and
+ * copies of other pages: a file in the page cache and in tmpfs). */
+static const unsigned kind_share[K_COUNT] = {40, 15, 20, 10, 5, 10};
 
 static void gen_text(uint8_t *p, uint64_t *rs)
 {
@@ -139,8 +143,15 @@ static void gen_sample(uint8_t *img, size_t npages, uint64_t seed, size_t counts
             k++;
         }
         size_t run = 1 + rng_next(&rs) % 32;
+        /* Copies: a run of earlier pages, from anywhere before. */
+        size_t from = i ? rng_next(&rs) % i : 0;
+        if (k == K_COPY && run > i - from)
+            run = i - from;
         for (; run && i < npages; run--, i++) {
-            gen_page(img + i * PS, (enum page_kind)k, &rs);
+            if (k == K_COPY)
+                memcpy(img + i * PS, img + from++ * PS, PS);
+            else
+                gen_page(img + i * PS, (enum page_kind)k, &rs);
             counts[k]++;
         }
     }
@@ -407,11 +418,12 @@ static int direct_frame(const ms_chain *c, const frame_list *fl, size_t k, bench
  * the direct call. Both see the same frame back to back, and which goes
  * first alternates, so each finds the frame in the CPU cache half of the
  * time and neither gains from the other's reads. */
-static int run_once(const ms_chain *c, bool direct, const frame_list *fl, uint64_t cache_bytes,
+static int run_once(const ms_chain *c, bool direct, const frame_list *fl, const bench_opts *o,
                     bench_ctx *x, run_result *cr, run_result *dr)
 {
     int rc = MS_OK;
-    ms_page_coder_config cfg = {.stages = c->stages, .page_size = PS, .delta_cache_bytes = cache_bytes};
+    ms_page_coder_config cfg = {.stages = c->stages, .page_size = PS,
+                                .delta_cache_bytes = o->cache_mib << 20, .dedup_bytes = o->dedup_mib << 20};
     memset(cr, 0, sizeof *cr);
     memset(dr, 0, sizeof *dr);
     long rss0 = rss_kib(), rss_peak = rss0;
@@ -582,9 +594,10 @@ typedef struct chain_report {
 } chain_report;
 
 typedef struct mem_report {
-    uint64_t cache_bound;   /* bytes per side */
     uint64_t cache_peak;    /* largest ms_page_coder_cache_bytes, any chain */
-    long growth_kib;        /* largest resident growth during a delta chain */
+    uint64_t cache_bound;   /* the page store bound of that chain, per side */
+    long growth_kib;        /* largest resident growth while a chain with a store ran */
+    uint64_t growth_bound;  /* the store bound of that chain, per side */
     long maxrss_kib;
 } mem_report;
 
@@ -631,14 +644,14 @@ static void print_text(const bench_opts *o, const bench_data *d, const chain_rep
         }
         printf("%s\n", r->mismatch || cr[i].direct_r.mismatch ? "  DECODE MISMATCH" : "");
     }
-    printf("(r2 rat: ratio of round 2 alone, the resent pages)\n\npage stages: zero / delta / "
+    printf("(r2 rat: ratio of round 2 alone, the resent pages)\n\npage stages: zero / dup / delta / "
            "delta miss / delta no gain / raw pages\n");
     for (size_t i = 0; i < n; i++) {
         const ms_stage_stats *st = &cr[i].chain_r.st;
         if (!cr[i].chain.stages)
             continue;
-        printf("  %-20s %llu / %llu / %llu / %llu / %llu\n", cr[i].name, (unsigned long long)st->zero,
-               (unsigned long long)st->delta, (unsigned long long)st->delta_miss,
+        printf("  %-24s %llu / %llu / %llu / %llu / %llu / %llu\n", cr[i].name,
+               (unsigned long long)st->zero, (unsigned long long)st->dup, (unsigned long long)st->delta, (unsigned long long)st->delta_miss,
                (unsigned long long)st->delta_nogain, (unsigned long long)st->raw);
     }
     printf("\nzero-page check: %.1f GB/s over the image's zero pages (from memory; glibc memchr reading "
@@ -650,10 +663,12 @@ static void print_text(const bench_opts *o, const bench_data *d, const chain_rep
                iso->delta_mem_gbs, iso->delta_pages, iso->delta_cache_gbs, iso->delta_avg_bytes);
     printf("delta encode, worst case (5%% of bytes changed, each alone; in cache): %.2f GB/s\n",
            iso->delta_scatter_gbs);
-    printf("\nmemory: delta cache bound %.1f MiB per side, largest held %.1f MiB; resident growth while "
-           "a delta chain ran (encoder + decoder) %.1f MiB; peak RSS %.1f MiB\n",
-           mem->cache_bound / 1048576.0, mem->cache_peak / 1048576.0, mem->growth_kib / 1024.0,
-           mem->maxrss_kib / 1024.0);
+    printf("\nmemory: page store (delta %llu MiB + dedup %llu MiB per side when on): largest held "
+           "%.1f MiB of its %.1f MiB bound; largest resident growth while a chain ran, sender and "
+           "receiver stores together, %.1f MiB (bound 2 x %.1f MiB); peak RSS %.1f MiB\n",
+           (unsigned long long)o->cache_mib, (unsigned long long)o->dedup_mib,
+           mem->cache_peak / 1048576.0, mem->cache_bound / 1048576.0, mem->growth_kib / 1024.0,
+           mem->growth_bound / 1048576.0, mem->maxrss_kib / 1024.0);
 }
 
 static void json_run(const char *key, const run_result *r)
@@ -705,9 +720,9 @@ static void print_json(const bench_opts *o, const bench_data *d, const chain_rep
         json_string(cr[i].name);
         printf(",");
         json_run("through_chain", &cr[i].chain_r);
-        printf(",\"stages\":{\"zero\":%llu,\"delta\":%llu,\"delta_miss\":%llu,\"delta_nogain\":%llu,"
+        printf(",\"stages\":{\"zero\":%llu,\"dup\":%llu,\"delta\":%llu,\"delta_miss\":%llu,\"delta_nogain\":%llu,"
                "\"raw\":%llu,\"section_bytes\":%llu}",
-               (unsigned long long)st->zero, (unsigned long long)st->delta,
+               (unsigned long long)st->zero, (unsigned long long)st->dup, (unsigned long long)st->delta,
                (unsigned long long)st->delta_miss, (unsigned long long)st->delta_nogain,
                (unsigned long long)st->raw, (unsigned long long)st->out_bytes);
         if (cr[i].has_direct) {
@@ -728,10 +743,12 @@ static void print_json(const bench_opts *o, const bench_data *d, const chain_rep
            "\"pages\":%zu,\"avg_bytes\":%.1f},",
            iso->delta_mem_gbs, iso->delta_cache_gbs, iso->delta_scatter_gbs, iso->delta_pages,
            iso->delta_avg_bytes);
-    printf("\"memory\":{\"cache_bound_bytes\":%llu,\"cache_peak_bytes\":%llu,\"rss_growth_kib\":%ld,"
+    printf("\"memory\":{\"delta_mib\":%llu,\"dedup_mib\":%llu,\"store_peak_bytes\":%llu,"
+           "\"store_bound_bytes\":%llu,\"rss_growth_kib\":%ld,\"rss_growth_bound_bytes\":%llu,"
            "\"max_rss_kib\":%ld}}\n",
-           (unsigned long long)mem->cache_bound, (unsigned long long)mem->cache_peak, mem->growth_kib,
-           mem->maxrss_kib);
+           (unsigned long long)o->cache_mib, (unsigned long long)o->dedup_mib,
+           (unsigned long long)mem->cache_peak, (unsigned long long)mem->cache_bound, mem->growth_kib,
+           (unsigned long long)(2 * mem->growth_bound), mem->maxrss_kib);
 }
 
 /* ---- command line ---------------------------------------------------------- */
@@ -749,7 +766,8 @@ static void usage_codecs(FILE *f)
             "  --mutate FRACTION   resend this fraction of the non-zero pages, modified, in a\n"
             "                      second round so delta is measured (default 0.05; 0: one round)\n"
             "  --page-change FRAC  fraction of a modified page's bytes changed (default 0.05)\n"
-            "  --cache-mib N       delta cache bound per side (default 64)\n"
+            "  --cache-mib N       delta's share of the page store, per side (default 64)\n"
+            "  --dedup-mib N       dedup's share of the page store, per side (default 64)\n"
             "  --repeat N          runs per measurement, the best is kept (default 3)\n"
             "  --seed N            seed of the sample and the mutations (default 1)\n"
             "  --json              print one JSON object instead of the table\n"
@@ -794,7 +812,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"image", required_argument, NULL, 'i'},  {"size", required_argument, NULL, 's'},
         {"chains", required_argument, NULL, 'c'}, {"frame-pages", required_argument, NULL, 'f'},
         {"mutate", required_argument, NULL, 'm'}, {"page-change", required_argument, NULL, 'p'},
-        {"cache-mib", required_argument, NULL, 'C'}, {"repeat", required_argument, NULL, 'r'},
+        {"cache-mib", required_argument, NULL, 'C'}, {"dedup-mib", required_argument, NULL, 'D'},
+        {"repeat", required_argument, NULL, 'r'},
         {"seed", required_argument, NULL, 'S'},   {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
@@ -814,6 +833,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         case 'm': rc = parse_frac("--mutate", optarg, &o->mutate); break;
         case 'p': rc = parse_frac("--page-change", optarg, &o->page_change); break;
         case 'C': rc = parse_u64("--cache-mib", optarg, 0, 1 << 20, &o->cache_mib); break;
+        case 'D': rc = parse_u64("--dedup-mib", optarg, 0, 1 << 20, &o->dedup_mib); break;
         case 'r':
             rc = parse_u64("--repeat", optarg, 1, 100, &v);
             o->repeat = (unsigned)v;
@@ -901,16 +921,22 @@ static int run_all(const bench_opts *o, const frame_list *fl, bench_ctx *x, chai
     for (size_t i = 0; i < n; i++) {
         for (unsigned rep = 0; rep < o->repeat; rep++) {
             run_result r, dr;
-            int rc = run_once(&cr[i].chain, cr[i].has_direct, fl, mem->cache_bound, x, &r, &dr);
+            int rc = run_once(&cr[i].chain, cr[i].has_direct, fl, o, x, &r, &dr);
             if (rc)
                 return ms_error_wrap(rc, "chain %s", cr[i].name);
             keep_best(&cr[i].chain_r, &r, rep == 0);
             keep_best(&cr[i].direct_r, &dr, rep == 0);
         }
-        if (cr[i].chain_r.cache_peak > mem->cache_peak)
+        uint64_t bound = ((cr[i].chain.stages & MS_STAGE_DELTA) ? o->cache_mib << 20 : 0) +
+                         ((cr[i].chain.stages & MS_STAGE_DEDUP) ? o->dedup_mib << 20 : 0);
+        if (cr[i].chain_r.cache_peak > mem->cache_peak) {
             mem->cache_peak = cr[i].chain_r.cache_peak;
-        if ((cr[i].chain.stages & MS_STAGE_DELTA) && cr[i].chain_r.rss_growth_kib > mem->growth_kib)
+            mem->cache_bound = bound;
+        }
+        if (bound && cr[i].chain_r.rss_growth_kib > mem->growth_kib) {
             mem->growth_kib = cr[i].chain_r.rss_growth_kib;
+            mem->growth_bound = bound;
+        }
         if (!o->json && isatty(STDERR_FILENO))
             fprintf(stderr, "\r%zu/%zu chains done", i + 1, n);
     }
@@ -922,7 +948,7 @@ static int run_all(const bench_opts *o, const frame_list *fl, bench_ctx *x, chai
 static int bench_codecs(int argc, char **argv)
 {
     bench_opts o = {.size_mib = 64, .chains = DEFAULT_CHAINS, .frame_pages = 256, .mutate = 0.05,
-                    .page_change = 0.05, .cache_mib = 64, .repeat = 3, .seed = 1};
+                    .page_change = 0.05, .cache_mib = 64, .dedup_mib = 64, .repeat = 3, .seed = 1};
     static chain_report cr[MAX_CHAINS];
     size_t n = 0;
     bench_data d = {0};
@@ -941,7 +967,7 @@ static int bench_codecs(int argc, char **argv)
                 ms_last_error());
         return MS_EXIT_USAGE;
     }
-    mem_report mem = {.cache_bound = o.cache_mib << 20};
+    mem_report mem = {0};
     rc = prepare_data(&o, &d);
     if (!rc)
         rc = build_frames(&d, o.frame_pages, &fl);

@@ -83,6 +83,8 @@ static const struct option opts[] = {
     {"record-trace", required_argument, NULL, D_PASS},
     {"workers", required_argument, NULL, D_PASS},
     {"fragment-size", required_argument, NULL, D_PASS},
+    {"local-listen", required_argument, NULL, D_PASS},
+    {"receiver-netns", required_argument, NULL, D_PASS},
     {"json", no_argument, NULL, D_PASSFLAG},
     {"quiet", no_argument, NULL, D_PASSFLAG},
     {"help", no_argument, NULL, 'h'},
@@ -164,7 +166,7 @@ int cmd_demo(int argc, char **argv)
     args[na] = NULL;
     if (!json) {
         printf("migstream demo: %s --size %s --rate %s, policy %s, chain zero,delta,lz4, "
-               "receiver on loopback\n", dirtier, size, rate, compare ? "precopy then fragmented" : policy);
+               "local receiver\n", dirtier, size, rate, compare ? "precopy then fragmented" : policy);
         fflush(stdout);
     }
     return cmd_migrate(na, args);

@@ -52,6 +52,9 @@ static void usage(FILE *f)
         "  --to HOST:PORT|local  destination: `migstream recv` there, or a receiver\n"
         "                        in this process on loopback (default local; only\n"
         "                        local can verify page for page)\n"
+        "  --local-listen ADDR   address of the local receiver (default 127.0.0.1)\n"
+        "  --receiver-netns NS   put the local receiver's socket in network namespace\n"
+        "                        NS, so pages cross a real link (scripts/netns-tbf.sh)\n"
         "  --chain CHAIN         codec chain (default zero,delta,lz4)\n"
         "  --channels N          parallel TCP connections (default 1)\n"
         "  --workers N           encode/decode threads per side (default: cores)\n"
@@ -122,7 +125,7 @@ static int parse_double(const char *opt, const char *s, double lo, double hi, do
 enum {
     OPT_POLICY = 1000, OPT_PID, OPT_TO, OPT_CHAIN, OPT_CHANNELS, OPT_WORKERS, OPT_BW, OPT_DOWNTIME,
     OPT_FRAG, OPT_ROUNDS, OPT_KEY, OPT_WARMUP, OPT_CMDOUT, OPT_MAXMEM, OPT_AFTER, OPT_TRACE,
-    OPT_JSON, OPT_PLOT, OPT_QUIET, OPT_CHILDREN, OPT_TITLE, OPT_READY,
+    OPT_JSON, OPT_PLOT, OPT_QUIET, OPT_CHILDREN, OPT_TITLE, OPT_READY, OPT_LLISTEN, OPT_RXNS,
 };
 
 static const struct option long_opts[] = {
@@ -140,6 +143,8 @@ static const struct option long_opts[] = {
     {"key", required_argument, NULL, OPT_KEY},
     {"warmup", required_argument, NULL, OPT_WARMUP},
     {"ready", required_argument, NULL, OPT_READY},
+    {"local-listen", required_argument, NULL, OPT_LLISTEN},
+    {"receiver-netns", required_argument, NULL, OPT_RXNS},
     {"command-output", required_argument, NULL, OPT_CMDOUT},
     {"max-memory", required_argument, NULL, OPT_MAXMEM},
     {"after", required_argument, NULL, OPT_AFTER},
@@ -196,6 +201,8 @@ static int parse_one(migrate_args *a, int c, const char *v)
     case OPT_WARMUP: return parse_double("--warmup", v, 0, 3600, &a->warmup_s);
     case OPT_CMDOUT: a->command_output = v; return MS_OK;
     case OPT_READY: a->ready = v; return MS_OK;
+    case OPT_LLISTEN: a->cfg.local_listen = v; return MS_OK;
+    case OPT_RXNS: a->cfg.receiver_netns = v; return MS_OK;
     case OPT_MAXMEM:
         if (ms_parse_size(v, &u) || u < MS_PAGE_SIZE)
             return ms_error(MS_ERR_INVAL, "--max-memory: bad size '%s'", v);

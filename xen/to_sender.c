@@ -13,9 +13,20 @@ static int ts_pages(void *ctx, const ms_xc_record *rec, const uint64_t *entries,
 {
     (void)rec;
     ms_xc_to_sender *ts = ctx;
-    /* The stream entry (type bits included) is the page's address on the
-     * wire: the writer needs the type back, and the page caches key on it. */
-    return ms_sender_pages(ts->sender, ts->round, ts->fragment, entries, data, count);
+    /* Plain pfns on the wire: the types travel in the opaque pfn list, and
+     * the stream layer (like libxc) takes pfns below 2^52 only. */
+    enum { SLICE = 1024 };
+    uint64_t pfns[SLICE];
+    for (size_t done = 0; done < count;) {
+        size_t n = count - done < SLICE ? count - done : SLICE;
+        for (size_t i = 0; i < n; i++)
+            pfns[i] = ms_xc_entry_pfn(entries[done + i]);
+        int rc = ms_sender_pages(ts->sender, ts->round, ts->fragment, pfns, data + done * MS_XC_PAGE_SIZE, n);
+        if (rc)
+            return rc;
+        done += n;
+    }
+    return MS_OK;
 }
 
 const ms_xc_reader_cb ms_xc_reader_to_sender_cb = {

@@ -1,10 +1,11 @@
-/* Rebuilds a libxc stream from the reader's two halves: opaque bytes and
- * page batches (see xen.h and docs/xen.md for the split).
+/* Rebuilds a libxc stream from the reader's two halves: opaque bytes (the
+ * stream without page contents) and page batches (see xen.h, docs/xen.md).
  *
- * The writer follows the structure of the stream it writes, so it knows
- * when a PAGE_DATA record's head has arrived and how many pages, with which
- * entries, must follow before the next opaque byte. Anything that does not
- * fit is refused: the output is either byte-identical or an error. */
+ * The writer follows the structure of the stream it writes: once a
+ * PAGE_DATA record's head and pfn list have passed, it knows how many
+ * pages, with which entries, must follow before the next opaque byte, and
+ * writes each batch straight out. Anything that does not fit is refused:
+ * the output is either byte-identical or an error. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,7 @@ enum wstate {
     W_RHDR,     /* gathering a record header */
     W_BODY,     /* passing a non-PAGE_DATA body through */
     W_PD_HEAD,  /* gathering PAGE_DATA count/reserved */
-    W_PD_LIST,  /* gathering the pfn list (records with data-less entries) */
+    W_PD_LIST,  /* gathering the pfn list */
     W_PD_PAGES, /* waiting for the record's pages */
     W_DONE,
     W_FAILED,
@@ -32,14 +33,12 @@ struct ms_xc_writer {
     uint32_t rec_type, rec_len, body_left;
     uint8_t head[MS_XC_HDRS_SIZE];
     size_t head_len;
+    size_t list_got;           /* bytes of the pfn list gathered */
     uint32_t count, data_pages, pages_got;
-    bool list_in_opaque;       /* the pfn list came as opaque bytes */
     uint8_t *list_le;          /* the pfn list as written (little-endian) */
     size_t list_cap;
-    uint64_t *want;            /* data entries expected, when list_in_opaque */
+    uint64_t *want;            /* the data-carrying entries, in order */
     size_t want_cap;
-    uint8_t *pages;            /* the record's page contents */
-    size_t pages_cap;
 };
 
 int ms_xc_out_fd(void *fdp, const void *data, size_t len)
@@ -81,7 +80,6 @@ void ms_xc_writer_free(ms_xc_writer *w)
         return;
     free(w->list_le);
     free(w->want);
-    free(w->pages);
     free(w);
 }
 
@@ -212,41 +210,26 @@ static int check_pd_head(ms_xc_writer *w)
     w->count = count;
     w->data_pages = (len - 8 - count * 8) / MS_XC_PAGE_SIZE;
     w->pages_got = 0;
-    w->list_in_opaque = w->data_pages != count;
-    size_t list_bytes = (size_t)count * 8, page_bytes = (size_t)w->data_pages * MS_XC_PAGE_SIZE;
-    if (grow((void **)&w->list_le, &w->list_cap, list_bytes) || grow((void **)&w->want, &w->want_cap, list_bytes) ||
-        grow((void **)&w->pages, &w->pages_cap, page_bytes)) {
+    w->list_got = 0;
+    size_t list_bytes = (size_t)count * 8;
+    if (grow((void **)&w->list_le, &w->list_cap, list_bytes) || grow((void **)&w->want, &w->want_cap, list_bytes)) {
         w->st = W_FAILED;
         return MS_ERR_NOMEM;
     }
-    w->head_len = 0;
-    w->st = w->list_in_opaque ? W_PD_LIST : W_PD_PAGES;
+    w->st = W_PD_LIST;
     return MS_OK;
-}
-
-static int flush_record(ms_xc_writer *w)
-{
-    int rc = emit(w, w->head, MS_XC_PD_HEAD_SIZE);
-    if (!rc)
-        rc = emit(w, w->list_le, (size_t)w->count * 8);
-    if (!rc)
-        rc = emit(w, w->pages, (size_t)w->data_pages * MS_XC_PAGE_SIZE);
-    if (!rc)
-        next_record(w);
-    return rc;
 }
 
 static int list_step(ms_xc_writer *w, const uint8_t **p, size_t *n)
 {
-    size_t need = (size_t)w->count * 8 - w->head_len;
+    size_t need = (size_t)w->count * 8 - w->list_got;
     size_t take = need < *n ? need : *n;
-    memcpy(w->list_le + w->head_len, *p, take);
-    w->head_len += take;
+    memcpy(w->list_le + w->list_got, *p, take);
+    w->list_got += take;
     *p += take;
     *n -= take;
-    if (w->head_len < (size_t)w->count * 8)
+    if (w->list_got < (size_t)w->count * 8)
         return MS_OK;
-    /* head[] still holds the 16-byte record head: head_len counted the list. */
     uint32_t k = 0;
     for (uint32_t i = 0; i < w->count; i++) {
         uint64_t e = ms_get_le64(w->list_le + (size_t)i * 8);
@@ -258,9 +241,15 @@ static int list_step(ms_xc_writer *w, const uint8_t **p, size_t *n)
     }
     if (k != w->data_pages)
         return wfail(w, MS_ERR_CORRUPT, "pfn list has %u data entries, length says %u", k, w->data_pages);
+    int rc = emit(w, w->head, MS_XC_PD_HEAD_SIZE);
+    if (!rc)
+        rc = emit(w, w->list_le, (size_t)w->count * 8);
+    if (rc)
+        return rc;
     if (k == 0)
-        return flush_record(w);
-    w->st = W_PD_PAGES;
+        next_record(w);
+    else
+        w->st = W_PD_PAGES;
     return MS_OK;
 }
 
@@ -280,11 +269,8 @@ int ms_xc_writer_opaque(ms_xc_writer *w, const uint8_t *data, size_t len)
                 rc = check_rhdr(w);
             break;
         case W_PD_HEAD:
-            if (wgather(w, &p, &n, MS_XC_PD_HEAD_SIZE)) {
+            if (wgather(w, &p, &n, MS_XC_PD_HEAD_SIZE))
                 rc = check_pd_head(w);
-                if (!rc)
-                    w->head_len = 0;
-            }
             break;
         case W_BODY: {
             size_t take = w->body_left < n ? w->body_left : n;
@@ -323,29 +309,19 @@ int ms_xc_writer_pages(ms_xc_writer *w, const uint64_t *entries, const uint8_t *
         return wfail(w, MS_ERR_CORRUPT, "%zu pages arrived, only %u more expected", count,
                      w->data_pages - w->pages_got);
     for (size_t i = 0; i < count; i++) {
-        uint64_t e = entries[i];
         uint32_t k = w->pages_got + (uint32_t)i;
-        if (w->list_in_opaque ? e != w->want[k]
-                              : (!ms_xc_page_type_has_data(ms_xc_entry_type(e)) || (e & MS_XC_PFN_RESERVED_MASK)))
-            return wfail(w, MS_ERR_CORRUPT, "page %u has entry 0x%016llx, not the one the pfn list names", k,
-                         (unsigned long long)e);
-        if (!w->list_in_opaque)
-            ms_put_le64(w->list_le + (size_t)k * 8, e);
+        if (ms_xc_entry_pfn(entries[i]) != ms_xc_entry_pfn(w->want[k]))
+            return wfail(w, MS_ERR_CORRUPT, "page %u arrived for pfn 0x%llx, the pfn list says 0x%llx", k,
+                         (unsigned long long)ms_xc_entry_pfn(entries[i]),
+                         (unsigned long long)ms_xc_entry_pfn(w->want[k]));
     }
-    /* A record delivered in one call goes out without a copy. */
-    if (w->pages_got == 0 && count == w->data_pages) {
-        int rc = emit(w, w->head, MS_XC_PD_HEAD_SIZE);
-        if (!rc)
-            rc = emit(w, w->list_le, (size_t)w->count * 8);
-        if (!rc)
-            rc = emit(w, pages, count * MS_XC_PAGE_SIZE);
-        if (!rc)
-            next_record(w);
+    int rc = emit(w, pages, count * MS_XC_PAGE_SIZE);
+    if (rc)
         return rc;
-    }
-    memcpy(w->pages + (size_t)w->pages_got * MS_XC_PAGE_SIZE, pages, count * MS_XC_PAGE_SIZE);
     w->pages_got += (uint32_t)count;
-    return w->pages_got == w->data_pages ? flush_record(w) : MS_OK;
+    if (w->pages_got == w->data_pages)
+        next_record(w);
+    return MS_OK;
 }
 
 int ms_xc_writer_finish(ms_xc_writer *w)

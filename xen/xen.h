@@ -10,10 +10,12 @@
  * The split (see docs/xen.md): the opaque bytes are the libxc stream
  * without the page contents of its PAGE_DATA records - every header,
  * every other record, and each PAGE_DATA record's head and pfn list stay.
- * Page batches are (pfn entry as written in the stream, i.e. with the type
- * in bits 63-60; one 4096-byte page) for every entry that carries data, in
- * stream order. The writer, having seen a PAGE_DATA head and list, knows
- * exactly which pages come next and writes them out as they arrive.
+ * Page batches are (pfn, one 4096-byte page) for every entry that carries
+ * data, in stream order; the reader hands out the entries as written (type
+ * in bits 63-60), the writer compares only the pfn bits, and the sender
+ * adapter sends plain pfns. The writer, having seen a PAGE_DATA head and
+ * list, knows exactly which pages come next and writes them out as they
+ * arrive.
  *
  * Nothing here needs a Xen library: facts are from Xen's
  * docs/specs/libxc-migration-stream.pandoc and xg_sr_stream_format.h. */
@@ -192,7 +194,9 @@ typedef struct ms_xc_writer ms_xc_writer;
 int ms_xc_writer_new(ms_xc_out_fn out, void *out_ctx, ms_xc_writer **w);
 void ms_xc_writer_free(ms_xc_writer *w);
 /* The two halves produced by the reader. Each checks that what arrives
- * fits the stream built so far (MS_ERR_CORRUPT naming record and offset). */
+ * fits the stream built so far (MS_ERR_CORRUPT naming record and offset):
+ * pages must come for exactly the data-carrying pfns of the pfn list just
+ * written, in order (type bits in `entries` are ignored). */
 int ms_xc_writer_opaque(ms_xc_writer *w, const uint8_t *data, size_t len);
 int ms_xc_writer_pages(ms_xc_writer *w, const uint64_t *entries, const uint8_t *pages, size_t count);
 /* MS_OK once END has been written, MS_ERR_TRUNCATED otherwise. */

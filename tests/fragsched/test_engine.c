@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fragsched/fragsched.h"
 #include "tests/ms_test.h"
@@ -271,6 +272,50 @@ static void test_report_outputs(void)
     ms_source_destroy(&m->base);
 }
 
+/* --record-trace writes what the engine saw; the simulator replays it. */
+static void test_trace_then_simulate(void)
+{
+    char path[] = "/tmp/ms-trace-XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    memsrc *m = memsrc_new(4096, false);
+    ms_engine_config cfg;
+    ms_engine_config_default(&cfg);
+    cfg.record_trace = path;
+    cfg.session.workers = 1;
+    ms_migration_report live;
+    memset(&live, 0, sizeof(live));
+    CU_ASSERT_EQUAL_FATAL(ms_migrate(&m->base, &cfg, &live), MS_OK);
+    ms_source_destroy(&m->base);
+
+    ms_page_source *tr = NULL;
+    int rc = ms_trace_source_open(path, NULL, &tr);
+    if (rc)
+        fprintf(stderr, "trace: %s\n", ms_last_error());
+    CU_ASSERT_EQUAL_FATAL(rc, MS_OK);
+    ms_trace_info info;
+    CU_ASSERT_EQUAL(ms_trace_source_info(tr, &info), MS_OK);
+    CU_ASSERT_EQUAL(info.npages, 4096);
+    /* one record per bitmap read: a read per live round after the first,
+     * the final one, and any within rounds */
+    CU_ASSERT(info.records >= live.live_rounds);
+    CU_ASSERT(info.dirty_total > 0);
+    CU_ASSERT(info.duration_ns > 0 && info.duration_ns <= (uint64_t)(live.total_s * 1e9) + 1);
+
+    ms_link_model link = {.bandwidth = 125e6, .latency_s = 1e-4};
+    ms_migration_report sim;
+    memset(&sim, 0, sizeof(sim));
+    CU_ASSERT_EQUAL(ms_simulate(tr, "fragmented", NULL, &link, 0, &sim), MS_OK);
+    CU_ASSERT(sim.simulated);
+    CU_ASSERT_EQUAL(sim.rounds[0].sent_pages, 4096);
+    CU_ASSERT(sim.total_s > 0);
+    ms_report_free(&sim);
+    ms_report_free(&live);
+    ms_source_destroy(tr);
+    unlink(path);
+}
+
 MS_TEST_MAIN({
     static const ms_test_case cases[] = {
         {"precopy live migration verifies", test_precopy_live},
@@ -279,6 +324,7 @@ MS_TEST_MAIN({
         {"verification catches untracked writes", test_verify_catches_lost_writes},
         {"unreachable destination: error, source resumed", test_unreachable_destination},
         {"report as text and JSON", test_report_outputs},
+        {"recorded trace replays in the simulator", test_trace_then_simulate},
         {NULL, NULL},
     };
     ms_test_add_suite("fragsched", cases);

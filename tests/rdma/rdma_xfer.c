@@ -9,7 +9,8 @@
  * half-closes, and waits for the receiver's one-byte acknowledgement. The
  * receiver checks every byte and the clean end of stream. Each prints one
  * line: "rdma_xfer send: OK ..." or "rdma_xfer send: FAILED (code): message"
- * and exits 0, 3 (data differ) or 4 (transport error). */
+ * and exits 0, 3 (data differ) or 4 (transport error); the receiver also
+ * prints "progress N MiB" every 4 MiB. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,9 @@ static int do_recv(const char *where, uint64_t bytes, uint64_t timeout)
         for (size_t i = 0; i < got && rc != MS_ERR_VERIFY; i++)
             if (buf[i] != pat(pos + i))
                 rc = ms_error(MS_ERR_VERIFY, "byte %llu differs", (unsigned long long)(pos + i));
+        /* The lane injects its faults once data flows. */
+        if (pos / (4u << 20) != (pos + got) / (4u << 20))
+            printf("rdma_xfer recv: progress %llu MiB\n", (unsigned long long)((pos + got) >> 20));
         pos += got;
     }
     size_t got = 0;

@@ -187,6 +187,9 @@ static void bulk(const ms_rdma_options *co, const ms_rdma_options *so, uint64_t 
         co = &dflt;
     ms_conn *cli, *srv;
     CU_ASSERT_FATAL(make_pair(co, so, &cli, &srv) == MS_OK);
+    /* Filling patterns is slow under emulation and sanitizers; the
+     * deadlines are not what these tests are about. */
+    cli->timeout_ms = srv->timeout_ms = 120000;
     flow s1 = {.c = cli, .bytes = bytes, .seed = 11, .rng = 1 + rnd()}, r1 = {.c = srv, .bytes = bytes, .seed = 11, .rng = 1 + rnd()};
     flow s2 = {.c = srv, .bytes = bytes, .seed = 99, .rng = 1 + rnd()}, r2 = {.c = cli, .bytes = bytes, .seed = 99, .rng = 1 + rnd()};
     pthread_t t[4];
@@ -546,18 +549,21 @@ typedef struct chan {
     uint32_t seed;
     int rc;
     uint64_t bad;
+    char err[512];
 } chan;
+
+typedef struct chan_data {
+    chan *c;
+    uint8_t *b;
+} chan_data;
 
 static void *chan_send(void *p)
 {
-    chan *c = p;
+    chan_data *d = p;
     size_t n = 4u << 20;
-    uint8_t *b = malloc(n);
-    for (size_t i = 0; i < n; i++)
-        b[i] = pat(c->seed, i);
-    struct iovec v[2] = {{b, 56}, {b + 56, n - 56}};
-    c->rc = ms_conn_sendv(c->s, v, 2);
-    free(b);
+    struct iovec v[2] = {{d->b, 56}, {d->b + 56, n - 56}};
+    d->c->rc = ms_conn_sendv(d->c->s, v, 2);
+    snprintf(d->c->err, sizeof(d->c->err), "%s", ms_last_error());
     return NULL;
 }
 
@@ -575,22 +581,35 @@ static void t_parallel_channels(void)
         CU_ASSERT_FATAL(a.rc == MS_OK);
         ch[i].r = a.c;
         ch[i].seed = (uint32_t)i * 17 + 1;
+        ch[i].s->timeout_ms = ch[i].r->timeout_ms = 120000;
+    }
+    size_t n = 4u << 20;
+    chan_data cd[N];
+    for (int i = 0; i < N; i++) {
+        cd[i] = (chan_data){&ch[i], malloc(n)};
+        for (size_t k = 0; k < n; k++)
+            cd[i].b[k] = pat(ch[i].seed, k);
     }
     pthread_t th[N];
     for (int i = 0; i < N; i++)
-        pthread_create(&th[i], NULL, chan_send, &ch[i]);
-    size_t n = 4u << 20;
+        pthread_create(&th[i], NULL, chan_send, &cd[i]);
     uint8_t *b = malloc(n);
     for (int i = 0; i < N; i++) {
         ch[i].bad = 0;
-        CU_ASSERT(ms_conn_recv(ch[i].r, b, n, NULL) == MS_OK);
+        int rc = ms_conn_recv(ch[i].r, b, n, NULL);
+        if (rc != MS_OK)
+            fprintf(stderr, "  [channel %d recv: %s]\n", i, ms_last_error());
+        CU_ASSERT(rc == MS_OK);
         for (size_t k = 0; k < n; k++)
             ch[i].bad += b[k] != pat(ch[i].seed, k);
         CU_ASSERT(ch[i].bad == 0);
     }
     for (int i = 0; i < N; i++) {
         pthread_join(th[i], NULL);
+        if (ch[i].rc != MS_OK)
+            fprintf(stderr, "  [channel %d send: %s]\n", i, ch[i].err);
         CU_ASSERT(ch[i].rc == MS_OK);
+        free(cd[i].b);
         ms_conn_close(ch[i].s);
         ms_conn_close(ch[i].r);
     }

@@ -256,6 +256,63 @@ static void test_stress_ng(void)
         CU_ASSERT(dead(pids[j]));
 }
 
+static pid_t run_quiet(char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* redis-server (threads, its own allocator) under redis-benchmark writes. */
+static void test_redis(void)
+{
+    if (access("/usr/bin/redis-server", X_OK) || access("/usr/bin/redis-benchmark", X_OK)) {
+        printf("  SKIP: redis-server or redis-benchmark is not installed (apt-get install redis-server)\n");
+        return;
+    }
+    char port[16];
+    snprintf(port, sizeof port, "%d", 20000 + getpid() % 10000);
+    char *argv[] = {"/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--daemonize", "no", NULL};
+    ms_process_opts o = {.max_pages = (2048u << 20) / MS_PAGE_SIZE, .output = "/dev/null"};
+    ms_page_source *s = NULL;
+    int rc = ms_process_source_spawn(argv, &o, &s);
+    if (rc)
+        fprintf(stderr, "spawn: %s\n", ms_last_error());
+    CU_ASSERT_FATAL(rc == MS_OK);
+    sleep_ms(300); /* listening */
+    char *bench[] = {"redis-benchmark", "-p", port, "-t", "set,lpush", "-n", "3000000", "-d", "512", "-r", "200000",
+                     "-q", NULL};
+    pid_t b = run_quiet(bench);
+    mirror m;
+    CU_ASSERT_FATAL(mirror_start(&m, s) == MS_OK);
+    for (int i = 0; i < 10; i++) {
+        sleep_ms(200);
+        rc = mirror_round(&m);
+        CU_ASSERT_EQUAL(rc, MS_OK);
+        printf("    round %d: %llu dirty of %llu pages\n", i + 1, (unsigned long long)m.last_dirty,
+               (unsigned long long)m.npages);
+    }
+    CU_ASSERT(m.total_dirty > 1000);
+    mirror_final_check(&m);
+    ms_process_stats st;
+    ms_process_source_stats(s, &st);
+    printf("  %llu process(es), %llu pages tracked, scan errors %llu, new spans %llu\n",
+           (unsigned long long)st.processes, (unsigned long long)st.tracked_pages,
+           (unsigned long long)st.scan_errors, (unsigned long long)st.new_spans);
+    CU_ASSERT_EQUAL(ms_source_resume(s), MS_OK);
+    mirror_free(&m);
+    kill(b, SIGKILL);
+    waitpid(b, NULL, 0);
+    ms_source_destroy(s);
+}
+
 static void test_spawn_errors(void)
 {
     char *argv[] = {"/nonexistent/program", NULL};
@@ -284,6 +341,7 @@ int main(void)
         {"spawn migstream-dirtier under the uffd preload", test_spawn_dirtier},
         {"spawned shell that execs the workload", test_spawn_exec},
         {"stress-ng --vm 1 --vm-bytes 64M, byte-identical at pause", test_stress_ng},
+        {"redis-server under redis-benchmark, byte-identical at pause", test_redis},
         {"spawn errors", test_spawn_errors},
         {NULL, NULL},
     };

@@ -199,8 +199,17 @@ static void test_new_mappings(void)
     ms_page_source *s = NULL;
     int rc = ms_process_source_attach(c.pid, &o, &s);
     CU_ASSERT_FATAL(rc == MS_OK);
+    /* Memory that appears between construction and start(): numbered by
+     * start(), and reported again by the first dirty(). */
+    uint64_t at_build = s->npages, early = 0;
+    CU_ASSERT_EQUAL(send_cmd(&c, C_MMAP, 64, 0, NULL, 0, &early), 0);
     mirror m;
     CU_ASSERT_FATAL(mirror_start(&m, s) == MS_OK);
+    CU_ASSERT(s->npages >= at_build + 64);
+    CU_ASSERT_EQUAL(mirror_round(&m), MS_OK);
+    int64_t eslot = slot_of(s, c.pid, early);
+    CU_ASSERT(eslot >= (int64_t)at_build && ms_bit_test(m.bm, (uint64_t)eslot) &&
+              ms_bit_test(m.bm, (uint64_t)eslot + 63));
     uint64_t before = s->npages;
 
     /* A new mapping mid-tracking: all of it reported, numbering grows. */

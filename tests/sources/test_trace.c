@@ -176,6 +176,18 @@ static void test_partial_and_loop(void)
     CU_ASSERT_EQUAL(s->ops->advance(s, (double)(g.t[1] - g.t[0]) / 1e9), MS_OK);
     CU_ASSERT_EQUAL(ms_source_dirty(s, a), MS_OK);
     CU_ASSERT(memcmp(a, g.bms[1], ms_bitmap_words(NP) * 8) == 0);
+    /* A step of many whole loops dirties every recorded page, at once. */
+    uint64_t t0 = ms_now_ns();
+    CU_ASSERT_EQUAL(s->ops->advance(s, 1e7), MS_OK);
+    memset(a, 0, ms_bitmap_words(NP) * 8);
+    CU_ASSERT_EQUAL(ms_source_dirty(s, a), MS_OK);
+    uint64_t uni[ms_bitmap_words(NP)];
+    memset(uni, 0, sizeof uni);
+    for (int r = 0; r < NREC; r++)
+        for (size_t i = 0; i < ms_bitmap_words(NP); i++)
+            uni[i] |= g.bms[r][i];
+    CU_ASSERT(memcmp(a, uni, sizeof uni) == 0);
+    CU_ASSERT(ms_now_ns() - t0 < 1000000000ull);
     /* Content: stable until a page is dirtied again. */
     uint8_t p1[MS_PAGE_SIZE], p2[MS_PAGE_SIZE];
     uint64_t idx = NP - 1;

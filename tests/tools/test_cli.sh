@@ -74,6 +74,18 @@ dst=$(json_field image_digest <"$T/recv.out")
 [ $rc = 0 ] && [ $rrc = 0 ] && [ -n "$src" ] && [ "$src" = "$dst" ] && echo "$out" | grep -q '"receiver_acknowledged_stream":true' &&
     [ "$(stat -c %s "$T/out.img")" = $((16 * 1024 * 1024)) ] && ok || bad "rc=$rc rrc=$rrc src=$src dst=$dst"
 
+step "recv --out writes the image byte for byte"
+start_recv --out "$T/copy.img" || bad "recv did not start"
+timeout 60 "$M" replay --image "$T/img" --channels 3 --to 127.0.0.1:$PORT --quiet >/dev/null 2>&1
+rc=$?
+timeout 30 tail --pid=$RPID -f /dev/null; wait $RPID; rrc=$?
+size=$(stat -c %s "$T/img")
+pages=$(( (size + 4095) / 4096 ))
+# The last page is zero-padded: the copy is whole pages, the image's bytes then zeros.
+[ $rc = 0 ] && [ $rrc = 0 ] && [ "$(stat -c %s "$T/copy.img")" = $((pages * 4096)) ] &&
+    cmp -s -n "$size" "$T/img" "$T/copy.img" &&
+    [ -z "$(tail -c +$((size + 1)) "$T/copy.img" | tr -d '\0' | head -c 1)" ] && ok || bad "rc=$rc rrc=$rrc"
+
 step "inspect the sealed record"
 out=$(timeout 30 "$M" inspect --key "$T/key" --json "$T/rec")
 rc=$?

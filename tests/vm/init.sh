@@ -77,10 +77,10 @@ wait_for() {
 }
 show() { sed "s/^/    [$1] /" "$2"; }
 
-# Have sender output grow before a fault is injected.
+# wait_progress FILE PATTERN SECS: until PATTERN shows in FILE.
 wait_progress() {
   n=0
-  while [ $n -lt 100 ]; do
+  while [ $n -lt $(($3 * 10)) ]; do
     grep -q "$2" "$1" 2>/dev/null && return 0
     n=$((n + 1)); sleep 0.1
   done
@@ -110,78 +110,92 @@ t_xfer() { # the transport alone, loopback through rxe0
   fi
 }
 
-has_cmd() { [ -x /bin/migstream ] && migstream 2>&1 | grep -q "^  $1 "; }
+# The stream layer's own sender and receiver over rdma (hello, keys,
+# sealing, chain, 3 rounds, 2 channels); the receiver compares the image it
+# rebuilt with the sender's, byte for byte.
+t_stream() { # NAME KEYARGS
+  rdma_stream recv "$ip:$3" --mb $mb $2 >/tmp/sr.log 2>&1 &
+  r=$!
+  rdma_stream send "$peer:$3" --mb $mb --rounds 3 --channels 2 $2 >/tmp/ss.log 2>&1
+  s=$?
+  wait_for $r 60; rc=$?
+  show recv /tmp/sr.log; show send /tmp/ss.log
+  if [ $s -eq 0 ] && [ $rc -eq 0 ] && grep -q "byte-identical" /tmp/sr.log; then
+    result $1 PASS "$(grep OK /tmp/sr.log | cut -c1-200)"
+  else
+    result $1 FAIL "send exit $s, recv exit $rc"
+  fi
+}
 
-# A recorded image sent with `migstream replay --transport rdma` to
-# `migstream recv --transport rdma`, which writes what it got; cmp proves
-# the bytes identical.
+make_key() { [ -f /tmp/key ] || head -c 32 /dev/urandom | xxd -p -c 64 > /tmp/key; }
+
+t_fault_nokey() { # receiver holds a key, the sender has none
+  make_key
+  t0=$(now)
+  rdma_stream recv "$ip:7011" --mb 4 --key /tmp/key --accept-timeout 15 >/tmp/nr.log 2>&1 &
+  r=$!
+  rdma_stream send "$peer:7011" --mb 4 --channels 1 >/tmp/ns.log 2>&1
+  s=$?
+  el=$(since $t0)
+  wait_for $r 40; rc=$?
+  show send /tmp/ns.log; show recv /tmp/nr.log
+  if [ $s -eq 5 ] && grep -qi "key" /tmp/ns.log && grep -qiE "dropped connection.*(key|auth|proof)" /tmp/nr.log; then
+    result fault-nokey PASS "sender exit 5 in ${el}s: $(grep FAILED /tmp/ns.log | cut -c1-160); receiver: $(grep -i dropped /tmp/nr.log | head -1 | cut -c1-160)"
+  else
+    result fault-nokey FAIL "sender exit $s after ${el}s, receiver exit $rc"
+  fi
+}
+
+t_fault_version() { # a sender claiming another wire version
+  t0=$(now)
+  rdma_stream recv "$ip:7012" --mb 4 --accept-timeout 15 >/tmp/vr.log 2>&1 &
+  r=$!
+  rdma_stream hello "$peer:7012" --wire-version 2 >/tmp/vs.log 2>&1
+  s=$?
+  el=$(since $t0)
+  wait_for $r 40; rc=$?
+  show hello /tmp/vs.log; show recv /tmp/vr.log
+  if [ $s -eq 0 ] && grep -q "wire version" /tmp/vs.log && grep -qiE "dropped connection.*version 2" /tmp/vr.log; then
+    result fault-version PASS "in ${el}s: $(grep OK /tmp/vs.log | cut -c1-120); receiver: $(grep -i dropped /tmp/vr.log | head -1 | cut -c1-160)"
+  else
+    result fault-version FAIL "hello exit $s after ${el}s, receiver exit $rc"
+  fi
+}
+
+# `migstream replay --transport rdma` to `migstream recv --transport rdma`:
+# the tools' own digests must match and the written image must cmp equal.
+tools_rdma() { [ -x /bin/migstream ] && migstream replay --help 2>&1 | grep -q "rdma" &&
+               migstream recv --help 2>&1 | grep -q "rdma"; }
+
 make_image() {
   [ -f /tmp/image.bin ] && return
-  # Mixed content: zero pages, repeated pages, random pages.
+  # Zero, repeated and random pages; the last page is not zero so the
+  # receiver's file has the full length.
   dd if=/dev/urandom of=/tmp/rand.bin bs=1M count=4 2>/dev/null
   { dd if=/dev/zero bs=1M count=4 2>/dev/null; cat /tmp/rand.bin; cat /tmp/rand.bin;
     dd if=/dev/zero bs=1M count=2 2>/dev/null; dd if=/dev/urandom bs=1M count=2 2>/dev/null; } > /tmp/image.bin
 }
 
-replay_pair() { # NAME PORT RECV_EXTRA REPLAY_EXTRA
+t_replay() {
+  if ! tools_rdma; then
+    result rdma-replay SKIP "migstream replay/recv in this build do not take --transport rdma yet"
+    return
+  fi
+  make_image
   rm -f /tmp/out.bin
-  migstream recv --transport rdma --listen "$ip:$2" --once --output /tmp/out.bin $3 >/tmp/rr.log 2>&1 &
+  migstream recv --transport rdma --listen "$ip:7010" --insecure --out /tmp/out.bin --sessions 1 \
+    --accept-timeout 60s --timeout 30s -q >/tmp/rr.log 2>&1 &
   r=$!
   sleep 0.5
-  migstream replay --transport rdma --to "$peer:$2" --image /tmp/image.bin $4 >/tmp/rs.log 2>&1
+  migstream replay --transport rdma --to "$peer:7010" --image /tmp/image.bin --channels 2 --timeout 30s -q \
+    >/tmp/rs.log 2>&1
   s=$?
   wait_for $r 60; rc=$?
   show recv /tmp/rr.log; show replay /tmp/rs.log
-}
-
-t_replay() {
-  if ! has_cmd replay || ! has_cmd recv; then
-    result rdma-replay SKIP "migstream replay/recv not in this build"
-    return
-  fi
-  make_image
-  replay_pair replay 7010 "" ""
   if [ $s -eq 0 ] && [ $rc -eq 0 ] && cmp /tmp/image.bin /tmp/out.bin >/dev/null 2>&1; then
-    result rdma-replay PASS "$(wc -c < /tmp/image.bin) bytes byte-identical"
+    result rdma-replay PASS "$(wc -c < /tmp/image.bin) bytes byte-identical (cmp), replay exit 0"
   else
     result rdma-replay FAIL "replay exit $s, recv exit $rc, cmp: $(cmp /tmp/image.bin /tmp/out.bin 2>&1 | head -1)"
-  fi
-}
-
-t_fault_nokey() {
-  if ! has_cmd replay || ! has_cmd recv || ! has_cmd keygen; then
-    result fault-nokey SKIP "migstream replay/recv/keygen not in this build"
-    return
-  fi
-  make_image
-  migstream keygen /tmp/key >/dev/null 2>&1
-  t0=$(now)
-  replay_pair nokey 7011 "--key /tmp/key --timeout 5s" "--timeout 5s"
-  el=$(since $t0)
-  if [ $s -ne 0 ] && grep -qi "key" /tmp/rs.log && grep -qiE "key|auth" /tmp/rr.log; then
-    result fault-nokey PASS "sender exit $s in ${el}s: $(grep -i key /tmp/rs.log | tail -1)"
-  else
-    result fault-nokey FAIL "sender exit $s, receiver exit $rc after ${el}s"
-  fi
-}
-
-t_fault_version() {
-  if ! has_cmd replay || ! has_cmd recv; then
-    result fault-version SKIP "migstream replay/recv not in this build"
-    return
-  fi
-  if ! migstream replay --help 2>&1 | grep -q -- "--wire-version"; then
-    result fault-version SKIP "migstream replay has no --wire-version (transport-level version rejection is in rdma-unit)"
-    return
-  fi
-  make_image
-  t0=$(now)
-  replay_pair version 7012 "--timeout 5s" "--timeout 5s --wire-version 99"
-  el=$(since $t0)
-  if [ $s -ne 0 ] && grep -qi "version" /tmp/rs.log; then
-    result fault-version PASS "sender exit $s in ${el}s: $(grep -i version /tmp/rs.log | tail -1)"
-  else
-    result fault-version FAIL "sender exit $s, receiver exit $rc after ${el}s"
   fi
 }
 
@@ -190,7 +204,7 @@ t_fault_kill() { # receiver killed mid-stream: the sender must fail clearly, fas
   r=$!
   rdma_xfer send "$peer:7002" --bytes 8G --delay-ms 2 >/tmp/ks.log 2>&1 &
   s=$!
-  sleep 3
+  wait_progress /tmp/kr.log progress 60 || say "fault-kill-receiver: no progress before the kill"
   kill -9 $r
   t0=$(now)
   wait_for $s 30; src=$?
@@ -209,7 +223,7 @@ t_fault_linkdel() { # rxe0 deleted mid-stream: both ends fail clearly
   r=$!
   rdma_xfer send "$peer:7003" --bytes 8G --delay-ms 2 >/tmp/ls.log 2>&1 &
   s=$!
-  sleep 3
+  wait_progress /tmp/lr.log progress 60 || say "fault-link-delete: no progress before the delete"
   t0=$(now)
   timeout 60 rdma link delete rxe0 >/tmp/ld.log 2>&1 &
   d=$!
@@ -251,26 +265,18 @@ t_two_xfer() {
   [ $rc -eq 0 ] && result two-vm-xfer-$role PASS "$(grep OK /tmp/x.log)" || result two-vm-xfer-$role FAIL "exit $rc"
 }
 
-t_two_replay() {
-  if ! has_cmd replay || ! has_cmd recv; then
-    result two-vm-replay-$role SKIP "migstream replay/recv not in this build"
-    return
-  fi
-  # The same seed on both sides gives the same image without shipping it.
-  awk 'BEGIN { srand(7); for (i = 0; i < 8 * 1024 * 1024; i += 16) printf "%08x%08x", rand() * 4294967295, i }' > /tmp/image.bin
+t_two_stream() { # a whole sealed session across the two kernels
+  printf '%064d\n' 7 > /tmp/key  # the same key on both VMs
   if [ "$role" = a ]; then
-    migstream recv --transport rdma --listen "$ip:7102" --once --output /tmp/out.bin >/tmp/x.log 2>&1; rc=$?
+    rdma_stream recv "$ip:7102" --mb $mb --key /tmp/key --accept-timeout 120 >/tmp/x.log 2>&1; rc=$?
     show recv /tmp/x.log
-    if [ $rc -eq 0 ] && cmp /tmp/image.bin /tmp/out.bin >/dev/null 2>&1; then
-      result two-vm-replay-a PASS "$(wc -c < /tmp/out.bin) bytes byte-identical"
-    else
-      result two-vm-replay-a FAIL "recv exit $rc; cmp: $(cmp /tmp/image.bin /tmp/out.bin 2>&1 | head -1)"
-    fi
+    [ $rc -eq 0 ] && result two-vm-stream-a PASS "$(grep OK /tmp/x.log | cut -c1-200)" ||
+      result two-vm-stream-a FAIL "recv exit $rc"
   else
-    sleep 2
-    migstream replay --transport rdma --to "$peer:7102" --image /tmp/image.bin >/tmp/x.log 2>&1; rc=$?
-    show replay /tmp/x.log
-    [ $rc -eq 0 ] && result two-vm-replay-b PASS "sent" || result two-vm-replay-b FAIL "replay exit $rc"
+    rdma_stream send "$peer:7102" --mb $mb --key /tmp/key --rounds 3 --channels 2 >/tmp/x.log 2>&1; rc=$?
+    show send /tmp/x.log
+    [ $rc -eq 0 ] && result two-vm-stream-b PASS "$(grep OK /tmp/x.log | cut -c1-200)" ||
+      result two-vm-stream-b FAIL "send exit $rc"
   fi
 }
 
@@ -278,8 +284,7 @@ t_two_kill() { # a kills its receiver mid-stream; b's sender must fail clearly
   if [ "$role" = a ]; then
     rdma_xfer recv "$ip:7103" --bytes 8G >/tmp/x.log 2>&1 &
     r=$!
-    wait_progress /tmp/x.log listening
-    sleep 6
+    wait_progress /tmp/x.log progress 120 || say "two-vm-kill: no progress before the kill"
     kill -9 $r
     result two-vm-kill-a PASS "receiver killed"
   else
@@ -300,6 +305,9 @@ case $role in
   single)
     t_unit
     t_xfer
+    t_stream rdma-stream "" 7020
+    make_key
+    t_stream rdma-stream-sealed "--key /tmp/key" 7021
     t_replay
     t_fault_nokey
     t_fault_version
@@ -309,7 +317,7 @@ case $role in
     ;;
   a|b)
     t_two_xfer
-    t_two_replay
+    t_two_stream
     t_two_kill
     ;;
 esac

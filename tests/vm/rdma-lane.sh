@@ -27,6 +27,9 @@
 # Prints one line "rdma-lane: PASS ..." or "rdma-lane: FAIL <test> ..." and
 # exits 0 / 1.
 set -uo pipefail
+# Everything runs from main(), parsed whole before it starts, so editing this
+# file while a lane runs cannot derail it.
+main() {
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 
@@ -95,7 +98,7 @@ if [ -z "$build" ] && [ $nobuild -eq 0 ]; then
   fi
 fi
 [ -n "$build" ] || fail_setup "--no-build needs --build DIR"
-targets=(tests/rdma/test_rdma tests/rdma/rdma_xfer tests/rdma/bench_rdma)
+targets=(tests/rdma/test_rdma tests/rdma/rdma_xfer tests/rdma/rdma_stream tests/rdma/bench_rdma)
 if [ $nobuild -eq 1 ]; then
   [ -x "$build/tools/migstream" ] && targets+=(tools/migstream)
 else
@@ -282,3 +285,6 @@ if [ $failn -eq 0 ] && [ $pass -gt 0 ]; then
 fi
 echo "rdma-lane: FAIL ${failed[*]} (${took}s; serial log: ${logs[*]#"$top/"})"
 exit 1
+}
+
+main "$@"

@@ -499,23 +499,22 @@ static void test_writer_refusals(void)
     CU_ASSERT_EQUAL(ms_xc_writer_finish(w), MS_ERR_TRUNCATED);
     ms_xc_writer_free(w);
 
-    /* opaque bytes where pages are due, and a wrong entry (an HVM guest
-     * below the VGA hole: every entry carries a page) */
-    ms_buf_free(&s);
-    s = gen_stream(MS_XC_DOM_X86_HVM, 3, 100, 1024, false);
+    /* opaque bytes where pages are due, and a page with the wrong entry */
     unsigned idx = find_record(&s, MS_XC_REC_PAGE_DATA);
     size_t off = record_offset(&s, idx, NULL);
+    size_t head_list = MS_XC_PD_HEAD_SIZE + 8 * (size_t)ms_get_le32(s.data + off + 8);
     out.len = 0;
     CU_ASSERT_EQUAL_FATAL(ms_xc_writer_new(ms_xc_out_buf, &out, &w), MS_OK);
-    CU_ASSERT_EQUAL(ms_xc_writer_opaque(w, s.data, off + MS_XC_PD_HEAD_SIZE), MS_OK);
-    CU_ASSERT_EQUAL(ms_xc_writer_opaque(w, s.data + off + 16, 8), MS_ERR_CORRUPT);
+    CU_ASSERT_EQUAL(ms_xc_writer_opaque(w, s.data, off + head_list), MS_OK);
+    CU_ASSERT_EQUAL(ms_xc_writer_opaque(w, s.data + off + head_list, 8), MS_ERR_CORRUPT);
     CU_ASSERT(strstr(ms_last_error(), "pages are still due") != NULL);
     ms_xc_writer_free(w);
 
     CU_ASSERT_EQUAL_FATAL(ms_xc_writer_new(ms_xc_out_buf, &out, &w), MS_OK);
-    CU_ASSERT_EQUAL(ms_xc_writer_opaque(w, s.data, off + MS_XC_PD_HEAD_SIZE), MS_OK);
-    e = ms_xc_entry(MS_XC_PT_XTAB, 5);
+    CU_ASSERT_EQUAL(ms_xc_writer_opaque(w, s.data, off + head_list), MS_OK);
+    e = ms_get_le64(s.data + off + 16) ^ 1; /* the first entry's pfn, off by one */
     CU_ASSERT_EQUAL(ms_xc_writer_pages(w, &e, page, 1), MS_ERR_CORRUPT);
+    CU_ASSERT(strstr(ms_last_error(), "the pfn list says") != NULL);
     ms_xc_writer_free(w);
 
     /* bytes after END */

@@ -63,6 +63,7 @@ kernel = "/boot/guest-vmlinux"
 ramdisk = "/boot/guest-initrd.cpio"
 extra = "$guest_extra"
 tsc_mode = "native"
+cpus = "$MS_GUEST_CPUS"
 on_crash = "preserve"
 EOF
 }
@@ -272,7 +273,7 @@ step_save_preload() { need_preload $1 && saverestore $1 $inband; }
 # that crash (the TCG flake this lane retries for); a probe of the emulator.
 step_spawn_stress() {
   i=0 bad=0 t0=$(now_ms)
-  while [ $i -lt 400 ]; do
+  while [ $i -lt "${MS_STRESS_N:-200}" ]; do
     echo x | /bin/mscount /dev/null >/dev/null 2>&1 || bad=$((bad + 1))
     i=$((i + 1))
   done

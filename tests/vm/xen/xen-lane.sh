@@ -257,7 +257,7 @@ for k in key wrong.key; do
 done
 
 # ---- boot ---------------------------------------------------------------------------------
-xen_cmdline="console=com1 com1=115200,8n1 noreboot dom0_mem=1024M,max:1024M bootscrub=false spec-ctrl=no smap=false"
+xen_cmdline="console=com1 com1=115200,8n1 noreboot dom0_mem=1024M,max:1024M bootscrub=false spec-ctrl=no smap=false ${MS_XEN_EXTRA-dom0_max_vcpus=1 dom0_vcpus_pin}"
 run_vm() { # ATTEMPT STEPS LOG DISK
   local attempt=$1 st=$2 logf=$3 disk=$4
   cat >"$rootfs/etc/ms-lane.conf" <<EOF
@@ -274,6 +274,8 @@ MS_PPS=$pps
 MS_PRINT=100
 MS_CODEC=zero,delta,lz4
 MS_PORT=47000
+MS_GUEST_CPUS="${MS_GUEST_CPUS-1}"
+MS_STRESS_N=${MS_STRESS_N:-200}
 EOF
   (cd "$rootfs" && find . | cpio -o -H newc --quiet) >"$work/dom0.cpio" || fail_setup "cpio (dom0)"
   rm -f "$disk"

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Median table of an evaluation run (scripts/eval-fragsched.sh OUT).
+
+Reads OUT/LINK-WORKLOAD-REP.json ({"migrations": [report, ...]}, one report
+per policy) and prints, per link and workload, the median over repetitions
+of total time, downtime, live rounds and wire bytes for each policy, the
+change against precopy, and whether every migration verified."""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+
+def load(outdir):
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(outdir, "*-*-*.json"))):
+        m = re.match(r"(\w+)-(\w+)-(\d+)\.json$", os.path.basename(path))
+        if not m:
+            continue
+        link, wl, _ = m.groups()
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue  # a failed run leaves an empty file; its .err says why
+        for r in data.get("migrations", []):
+            runs.setdefault((link, wl, r["policy"]), []).append(r)
+    return runs
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main():
+    outdir = sys.argv[1] if len(sys.argv) > 1 else "eval-out"
+    runs = load(outdir)
+    order = ["idle", "hotspot", "sweep", "stressng", "redis"]
+    links = sorted({k[0] for k in runs}, key=lambda l: ["loopback", "tbf"].index(l) if l in ("loopback", "tbf") else 9)
+    print("| link | workload | policy | n | total s | downtime ms | live rounds | wire MiB | verified | vs precopy: time / downtime / bytes |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for link in links:
+        wls = sorted({k[1] for k in runs if k[0] == link}, key=lambda w: order.index(w) if w in order else 99)
+        for wl in wls:
+            base = runs.get((link, wl, "precopy"), [])
+            bt = med([r["total_s"] for r in base])
+            bd = med([r["downtime_s"] for r in base])
+            bw = med([r["wire_bytes"] for r in base])
+            for pol in ("precopy", "fragmented", "downtime"):
+                rs = runs.get((link, wl, pol), [])
+                if not rs:
+                    continue
+                t = med([r["total_s"] for r in rs])
+                d = med([r["downtime_s"] for r in rs])
+                n = med([r["live_rounds"] for r in rs])
+                w = med([r["wire_bytes"] for r in rs])
+                ok = all(r["verification"]["done"] and r["verification"]["ok"] for r in rs)
+                cmp = ""
+                if pol != "precopy" and base:
+                    cmp = "%+.0f%% / %+.0f%% / %+.0f%%" % ((t / bt - 1) * 100, (d / bd - 1) * 100, (w / bw - 1) * 100)
+                print("| %s | %s | %s | %d | %.2f | %.1f | %g | %.1f | %s | %s |" % (
+                    link, wl, pol, len(rs), t, d * 1000, n, w / 1048576, "yes" if ok else "NO", cmp))
+
+
+if __name__ == "__main__":
+    main()

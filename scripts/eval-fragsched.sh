@@ -1,0 +1,121 @@
+#!/bin/bash
+# Evaluation of the migration policies on real, running workloads
+# (docs/results.md): precopy (Xen 4.17's default), fragmented and downtime
+# (QEMU-like), each migration verified page for page.
+#
+#   scripts/eval-fragsched.sh [-b BUILD] [-o OUT] [-r REPS] [-l LINKS] [-w WORKLOADS] [-s SIZE]
+#
+#   -b BUILD      meson build directory (default: build)
+#   -o OUT        results: OUT/LINK-WORKLOAD-REP.json, plots in OUT/img (default: eval-out)
+#   -r REPS       repetitions of each (link, workload) (default 3)
+#   -l LINKS      comma list of loopback, tbf (default loopback,tbf); tbf is a
+#                 1 Gbit/s tc-tbf veth pair between two network namespaces
+#                 (scripts/netns-tbf.sh), the receiver's socket on the far side
+#   -w WORKLOADS  comma list of idle, hotspot, sweep, stressng, redis
+#                 (default: all five)
+#   -s SIZE       workload memory (default 512M)
+#
+# Then: python3 bench/eval_summary.py OUT   (median table in Markdown).
+# Needs root, Linux >= 6.7, stress-ng, redis-server and redis-benchmark.
+set -euo pipefail
+
+build=build
+out=eval-out
+reps=3
+links=loopback,tbf
+workloads=idle,hotspot,sweep,stressng,redis
+size=512M
+while getopts "b:o:r:l:w:s:h" opt; do
+    case $opt in
+        b) build=$OPTARG ;;
+        o) out=$OPTARG ;;
+        r) reps=$OPTARG ;;
+        l) links=$OPTARG ;;
+        w) workloads=$OPTARG ;;
+        s) size=$OPTARG ;;
+        *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    esac
+done
+
+here=$(cd "$(dirname "$0")" && pwd)
+ms=$(realpath "$build/tools/migstream")
+dirtier=$(realpath "$build/sources/migstream-dirtier")
+netns="$here/netns-tbf.sh"
+prefix=mseval
+redis_port=6391
+redis_pid=
+bench_pid=
+mkdir -p "$out/img"
+out=$(realpath "$out")
+
+cleanup() {
+    [[ -n $bench_pid ]] && kill "$bench_pid" 2>/dev/null || true
+    [[ -n $redis_pid ]] && kill "$redis_pid" 2>/dev/null || true
+    "$netns" -p "$prefix" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# redis-server without persistence, filled with ~200 MiB of values, then
+# redis-benchmark writing to it for as long as the evaluation runs.
+start_redis() {
+    [[ -n $redis_pid ]] && return
+    redis-server --port "$redis_port" --save '' --appendonly no --daemonize no \
+        --logfile /dev/null >/dev/null 2>&1 &
+    redis_pid=$!
+    for _ in $(seq 100); do
+        redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    redis-benchmark -p "$redis_port" -t set -n 400000 -r 400000 -d 512 -P 32 -q >/dev/null
+    redis-benchmark -p "$redis_port" -t set,lpush -n 2000000000 -r 400000 -d 512 -c 8 -P 4 -q \
+        >/dev/null 2>&1 &
+    bench_pid=$!
+    sleep 2
+}
+
+# Arguments selecting the workload for `migstream migrate`.
+workload_args() {
+    case $1 in
+        idle) echo "--ready ready --warmup 1 -- $dirtier --size $size --rate 10 --counter 0" ;;
+        hotspot) echo "--ready ready --warmup 1 -- $dirtier --size $size --rate 100000 --counter 0" ;;
+        sweep) echo "--warmup 4 -- stress-ng --vm 1 --vm-bytes $size --vm-keep --vm-method write64 --timeout 900s --quiet" ;;
+        stressng) echo "--warmup 4 -- stress-ng --vm 1 --vm-bytes $size --vm-keep --timeout 900s --quiet" ;;
+        redis) echo "--pid $redis_pid" ;;
+        *) echo "unknown workload $1" >&2; exit 2 ;;
+    esac
+}
+
+run() {
+    local link=$1 wl=$2 rep=$3
+    local json="$out/$link-$wl-$rep.json" plot=()
+    [[ $rep == 1 ]] && plot=(--plot "$out/img/eval-$link-$wl" --plot-title "$wl, $link")
+    local wargs
+    [[ $wl == redis ]] && start_redis
+    wargs=$(workload_args "$wl")
+    local cmd=("$ms" migrate --policy precopy,fragmented,downtime --chain zero,delta,lz4 --json
+               "${plot[@]}")
+    if [[ $link == tbf ]]; then
+        cmd=("$netns" -p "$prefix" exec A "${cmd[@]}" --receiver-netns "${prefix}B"
+             --local-listen 10.231.0.2)
+    fi
+    echo "== $link $wl rep $rep: $(date +%T)"
+    # shellcheck disable=SC2086
+    "${cmd[@]}" $wargs >"$json" 2>"$out/$link-$wl-$rep.err" || echo "   exit $? (see $out/$link-$wl-$rep.err)"
+}
+
+IFS=, read -r -a link_list <<<"$links"
+IFS=, read -r -a wl_list <<<"$workloads"
+for link in "${link_list[@]}"; do
+    if [[ $link == tbf ]]; then
+        "$netns" -p "$prefix" up 1gbit
+    fi
+    for rep in $(seq "$reps"); do
+        for wl in "${wl_list[@]}"; do
+            run "$link" "$wl" "$rep"
+        done
+    done
+    if [[ $link == tbf ]]; then
+        "$netns" -p "$prefix" down
+    fi
+done
+echo "done: python3 $here/../bench/eval_summary.py $out"
