@@ -28,9 +28,11 @@
 
 typedef struct prun {
     const char *chain;
-    unsigned channels, workers, queue_depth;
+    unsigned channels, workers, queue_depth, frame_pages;
     uint64_t bytes;
     const uint8_t *pool;   /* NULL: generate every page (memory test) */
+    unsigned pool_pages;   /* pages of pool cycled through (a multiple of BATCH) */
+    bool drain;            /* one-way session into a receiver that only drains the sockets */
     double secs, tx_cpu, rx_cpu;
     uint64_t wire, raw;
     int rc;
@@ -39,6 +41,7 @@ typedef struct prun {
 
 typedef struct rx_arg {
     ms_listener *l;
+    bool drain;
     ms_session_config cfg;
     ms_stats stats;
     int rc;
@@ -74,11 +77,32 @@ static void gen_page(uint8_t *p, uint64_t pfn, uint32_t version)
             p[(mix(pfn + version) % (MS_PAGE_SIZE - 64)) + i] ^= (uint8_t)(version + i);
 }
 
+/* Reads and drops a channel's bytes until the sender hangs up. */
+static void *drain_main(void *arg)
+{
+    ms_conn *c = arg;
+    size_t cap = 1u << 20;
+    uint8_t *buf = malloc(cap);
+    while (buf && ms_conn_recv(c, buf, cap, NULL) == MS_OK)
+        ;
+    free(buf);
+    return NULL;
+}
+
 static void *rx_main(void *arg)
 {
     rx_arg *r = arg;
     ms_accepted a;
     r->rc = ms_accept_session(r->l, &r->cfg, 30000, &a);
+    if (r->rc == MS_OK && r->drain) {
+        pthread_t t[16];
+        for (unsigned i = 0; i < a.nconns; i++)
+            pthread_create(&t[i], NULL, drain_main, a.conns[i]);
+        for (unsigned i = 0; i < a.nconns; i++)
+            pthread_join(t[i], NULL);
+        ms_accepted_free(&a);
+        return NULL;
+    }
     if (r->rc == MS_OK)
         r->rc = ms_receiver_run(&r->cfg, &a.hello, a.conns, a.keys, a.nconns, &ms_discard_sink_ops, NULL, &r->stats);
     if (r->rc < 0)
@@ -99,7 +123,7 @@ static int send_round(ms_sender *s, const prun *p, uint32_t round, uint64_t npag
         for (size_t j = 0; j < n; j++)
             pfns[j] = i + j;
         if (p->pool)
-            pages = p->pool + (size_t)(i % POOL_PAGES) * MS_PAGE_SIZE; /* BATCH divides POOL_PAGES */
+            pages = p->pool + (size_t)(i % p->pool_pages) * MS_PAGE_SIZE; /* BATCH divides pool_pages */
         else
             for (size_t j = 0; j < n; j++)
                 gen_page(buf + j * MS_PAGE_SIZE, pfns[j], round);
@@ -151,8 +175,14 @@ static void run(prun *p)
     }
     snprintf(port, sizeof port, "%u", r.l->port);
     r.cfg = (ms_session_config){.workers = p->workers, .queue_depth = p->queue_depth, .timeout_ms = 30000};
+    r.drain = p->drain;
+    if (getenv("BENCH_FRAME_PAGES") && !p->frame_pages)
+        p->frame_pages = (unsigned)atoi(getenv("BENCH_FRAME_PAGES"));
+    if (getenv("BENCH_QUEUE_DEPTH") && !p->queue_depth)
+        p->queue_depth = r.cfg.queue_depth = (unsigned)atoi(getenv("BENCH_QUEUE_DEPTH"));
     pthread_create(&t, NULL, rx_main, &r);
-    ms_session_config cfg = {.workers = p->workers, .queue_depth = p->queue_depth, .timeout_ms = 30000};
+    ms_session_config cfg = {.workers = p->workers, .queue_depth = p->queue_depth, .frame_pages = p->frame_pages,
+                             .timeout_ms = 30000, .oneway = p->drain};
     ms_chain_parse(p->chain, &cfg.chain);
     uint64_t t0 = ms_now_ns();
     for (unsigned i = 0; i < p->channels && p->rc == MS_OK; i++)
@@ -229,6 +259,7 @@ int main(int argc, char **argv)
     bytes -= bytes % ((uint64_t)BATCH * MS_PAGE_SIZE);
 
     double plain[50], none[50], lz1[50], lz2[50], none_cpu[50], lz1_cpu[50], lz2_cpu[50], ratio = 0;
+    double sd1[50], sd2[50];
     uint8_t *pool = skip ? NULL : malloc((size_t)POOL_PAGES * MS_PAGE_SIZE);
     if (!skip && !pool)
         return 1;
@@ -237,19 +268,29 @@ int main(int argc, char **argv)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
     for (int i = 0; i < repeat && !skip; i++) {
-        prun pn = {.chain = "none", .channels = 1, .workers = 1, .bytes = bytes, .pool = pool};
-        prun p1 = {.chain = "lz4", .channels = 1, .workers = 1, .bytes = bytes / 2, .pool = pool};
-        prun p2 = {.chain = "lz4", .channels = 2, .workers = 2, .bytes = bytes / 2, .pool = pool};
+        /* `none` cycles 1 MiB, as the plain baseline resends one 1 MiB
+         * buffer: the same bytes, equally warm in the caches. */
+        prun pn = {.chain = "none", .channels = 1, .workers = 1, .bytes = bytes, .pool = pool, .pool_pages = BATCH};
+        prun p1 = {.chain = "lz4", .channels = 1, .workers = 1, .bytes = bytes / 2, .pool = pool,
+                   .pool_pages = POOL_PAGES};
+        prun p2 = {.chain = "lz4", .channels = 2, .workers = 2, .bytes = bytes / 2, .pool = pool,
+                   .pool_pages = POOL_PAGES};
         plain[i] = ms_bench_plain_tcp_gbps(bytes);
         if (plain[i] < 0) {
             fprintf(stderr, "bench_pipeline: plain TCP: %s\n", ms_last_error());
             return 1;
         }
+        prun s1 = p1, s2 = p2;
+        s1.drain = s2.drain = true;
         run(&pn);
         run(&p1);
         run(&p2);
-        if (check(&pn) || check(&p1) || check(&p2))
+        run(&s1);
+        run(&s2);
+        if (check(&pn) || check(&p1) || check(&p2) || check(&s1) || check(&s2))
             return 1;
+        sd1[i] = gbps(&s1);
+        sd2[i] = gbps(&s2);
         none[i] = gbps(&pn);
         lz1[i] = gbps(&p1);
         lz2[i] = gbps(&p2);
@@ -259,19 +300,21 @@ int main(int argc, char **argv)
         lz2_cpu[i] = (p2.tx_cpu + p2.rx_cpu) / ((double)p2.raw / (1 << 30));
         ratio = p1.wire ? (double)p1.raw / (double)p1.wire : 0;
         if (!json)
-            fprintf(stderr, "run %d: plain %.3f GB/s, none %.3f, lz4 1/1 %.3f, lz4 2/2 %.3f\n", i + 1, plain[i],
-                    none[i], lz1[i], lz2[i]);
+            fprintf(stderr, "run %d: plain %.3f GB/s, none %.3f, lz4 1/1 %.3f, lz4 2/2 %.3f, sender-only lz4 1/1 %.3f, "
+                            "2/2 %.3f\n", i + 1, plain[i], none[i], lz1[i], lz2[i], sd1[i], sd2[i]);
     }
     if (!skip) {
         double mp = ms_bench_median(plain, repeat), mn = ms_bench_median(none, repeat);
         double m1 = ms_bench_median(lz1, repeat), m2 = ms_bench_median(lz2, repeat);
         double cn = ms_bench_median(none_cpu, repeat), c1 = ms_bench_median(lz1_cpu, repeat),
                c2 = ms_bench_median(lz2_cpu, repeat);
+        double ms1 = ms_bench_median(sd1, repeat), ms2 = ms_bench_median(sd2, repeat);
         if (json) {
             printf("{\"cores\":%ld,\"bytes\":%" PRIu64 ",\"repeat\":%d,\"plain_tcp_GBps\":%.4f,\"none_1ch_GBps\":%.4f,"
                    "\"none_vs_plain\":%.4f,\"lz4_1x1_GBps\":%.4f,\"lz4_2x2_GBps\":%.4f,\"lz4_speedup\":%.4f,"
-                   "\"lz4_ratio\":%.3f,\"cpu_s_per_GiB\":{\"none\":%.3f,\"lz4_1x1\":%.3f,\"lz4_2x2\":%.3f}}\n",
-                   ncpu, bytes, repeat, mp, mn, mn / mp, m1, m2, m2 / m1, ratio, cn, c1, c2);
+                   "\"lz4_ratio\":%.3f,\"cpu_s_per_GiB\":{\"none\":%.3f,\"lz4_1x1\":%.3f,\"lz4_2x2\":%.3f},"
+                   "\"sender_only_lz4_1x1_GBps\":%.4f,\"sender_only_lz4_2x2_GBps\":%.4f,\"sender_only_speedup\":%.4f}\n",
+                   ncpu, bytes, repeat, mp, mn, mn / mp, m1, m2, m2 / m1, ratio, cn, c1, c2, ms1, ms2, ms2 / ms1);
         } else {
             printf("pipeline benchmark, %ld cores, %" PRIu64 " MiB per run (lz4: half), median of %d\n", ncpu,
                    bytes >> 20, repeat);
@@ -280,6 +323,9 @@ int main(int argc, char **argv)
                    mn, 100 * mn / mp, cn);
             printf("  lz4, 1 channel, 1 worker/side     %7.3f GB/s  (ratio %.2f, %.2f CPU s/GiB)\n", m1, ratio, c1);
             printf("  lz4, 2 channels, 2 workers/side   %7.3f GB/s  = %.2fx  (%.2f CPU s/GiB)\n", m2, m2 / m1, c2);
+            printf("  sender only (receiver drains the sockets, one-way):\n");
+            printf("  lz4, 1 channel, 1 worker          %7.3f GB/s\n", ms1);
+            printf("  lz4, 2 channels, 2 workers        %7.3f GB/s  = %.2fx\n", ms2, ms2 / ms1);
         }
     }
     if (mem_bytes) {

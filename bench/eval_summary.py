@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Median table of an evaluation run (scripts/eval-fragsched.sh OUT).
 
+usage: bench/eval_summary.py OUT [--dat=FILE]   (FILE: data for scripts/eval-bars.gp)
+
 Reads OUT/LINK-WORKLOAD-REP.json ({"migrations": [report, ...]}, one report
 per policy) and prints, per link and workload, the median over repetitions
 of total time, downtime, live rounds and wire bytes for each policy, the
@@ -34,9 +36,30 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def write_dat(runs, path):
+    """Median total time and downtime per link and workload, one block per
+    link, for scripts/eval-bars.gp."""
+    order = ["idle", "hotspot", "sweep", "stressng", "redis"]
+    with open(path, "w") as f:
+        for link in ("loopback", "tbf"):
+            f.write("# %s: workload, total s (precopy fragmented downtime), downtime ms (same order)\n" % link)
+            for wl in order:
+                row = [wl]
+                for key, scale in (("total_s", 1), ("downtime_s", 1000)):
+                    for pol in ("precopy", "fragmented", "downtime"):
+                        rs = runs.get((link, wl, pol), [])
+                        row.append("%.3f" % (med([r[key] for r in rs]) * scale) if rs else "NaN")
+                f.write(" ".join(row) + "\n")
+            f.write("\n\n")
+
+
 def main():
-    outdir = sys.argv[1] if len(sys.argv) > 1 else "eval-out"
+    args = [a for a in sys.argv[1:] if not a.startswith("--dat=")]
+    dat = [a[6:] for a in sys.argv[1:] if a.startswith("--dat=")]
+    outdir = args[0] if args else "eval-out"
     runs = load(outdir)
+    if dat:
+        write_dat(runs, dat[0])
     order = ["idle", "hotspot", "sweep", "stressng", "redis"]
     links = sorted({k[0] for k in runs}, key=lambda l: ["loopback", "tbf"].index(l) if l in ("loopback", "tbf") else 9)
     print("| link | workload | policy | n | total s | downtime ms | live rounds | wire MiB | verified | vs precopy: time / downtime / bytes |")

@@ -157,32 +157,26 @@ static inline uint64_t fill_gaps(uint64_t prev, uint64_t cur, uint64_t next)
     return cur | (l1 & r1) | (l1 & r2) | (l2 & r1);
 }
 
-static inline size_t put_len(uint8_t *p, size_t v)
-{
-    if (v < 0x80) {
-        *p = (uint8_t)v;
-        return 1;
-    }
-    return ms_uleb_put(p, v);
-}
-
 /* Append the group for literal run [s, e) after the previous run ended at
  * `pos`; returns the new output length, or 0 if it would reach max_out. */
 static inline size_t emit(uint8_t *out, size_t o, size_t max_out, const uint8_t *cur, size_t len,
                           size_t pos, size_t s, size_t e)
 {
     size_t zrun = s - pos, lrun = e - s;
-    /* 20 bytes cover two ULEB128 lengths of any size_t. */
-    if (o + lrun + 20 >= max_out && o + ms_uleb_size(zrun) + ms_uleb_size(lrun) + lrun >= max_out)
+    /* Most groups: one-byte lengths, a short literal, room to spare. One
+     * 16-byte copy instead of a memcpy call; the bytes past the run stay
+     * inside the output bound and are overwritten next. */
+    if (__builtin_expect(zrun < 0x80 && lrun <= 16 && o + 18 < max_out && s + 16 <= len, 1)) {
+        out[o] = (uint8_t)zrun;
+        out[o + 1] = (uint8_t)lrun;
+        memcpy(out + o + 2, cur + s, 16);
+        return o + 2 + lrun;
+    }
+    if (o + ms_uleb_size(zrun) + ms_uleb_size(lrun) + lrun >= max_out)
         return 0;
-    o += put_len(out + o, zrun);
-    o += put_len(out + o, lrun);
-    /* Most runs are short: one 16-byte copy instead of a memcpy call. The
-     * bytes past the run are inside the output bound and overwritten next. */
-    if (lrun <= 16 && s + 16 <= len && o + 16 <= max_out)
-        memcpy(out + o, cur + s, 16);
-    else
-        memcpy(out + o, cur + s, lrun);
+    o += ms_uleb_put(out + o, zrun);
+    o += ms_uleb_put(out + o, lrun);
+    memcpy(out + o, cur + s, lrun);
     return o + lrun;
 }
 

@@ -443,11 +443,6 @@ static int check_count(const ms_page_coder *pc, size_t count)
 
 /* ---- encoder ---- */
 
-static size_t put_dup(uint8_t *p, uint64_t r)
-{
-    return ms_uleb_put(p, r);
-}
-
 /* Dedup: a reference to identical content the receiver holds, either in the
  * store (as it was before this section) or earlier in this section. Returns
  * the payload length, 0 if the content is new. */
@@ -460,13 +455,13 @@ static size_t encode_dup(ms_page_coder *pc, size_t i, uint64_t pfn, const uint8_
     if (e != NIL) {
         uint64_t z = ms_zigzag((int64_t)(pc->store.e[e].pfn - pfn));
         if (z < (UINT64_MAX >> 1))
-            return put_dup(p, z << 1 | 1);
+            return ms_uleb_put(p, z << 1 | 1);
     }
     size_t slot = (size_t)(h * 0x9e3779b97f4a7c15ull >> 32) & pc->seen_mask;
     for (int probes = 0; pc->seen[slot].index != NIL; slot = (slot + 1) & pc->seen_mask) {
         const seen_page *s = &pc->seen[slot];
         if (s->h == h && !memcmp(pages + (size_t)s->index * pc->ps, page, pc->ps))
-            return put_dup(p, (uint64_t)s->index << 1);
+            return ms_uleb_put(p, (uint64_t)s->index << 1);
         if (++probes == 8)
             return 0; /* a weak hash crowds the table: give up, send it */
     }

@@ -175,6 +175,8 @@ static int write_plot_files(const ms_migration_report *const *reps, size_t n, co
                 reps[k]->policy);
         for (size_t i = 0; i < reps[k]->nrounds; i++) {
             const ms_round_record *x = &reps[k]->rounds[i];
+            if (!x->final && x->decision == MS_DECIDE_STOP_NOW)
+                continue; /* a decision, not a round: its pages are in the final one */
             fprintf(d, "%u %llu %llu %.3f %.3f\n", x->round, (unsigned long long)x->dirty_pages,
                     (unsigned long long)x->sent_pages, mib(x->wire_bytes), x->time_s * 1000);
         }

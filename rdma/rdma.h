@@ -65,6 +65,9 @@ int ms_rdma_listen(const char *host, const char *port, const ms_rdma_options *op
  * opt may be NULL. This is what `--transport rdma` calls. */
 int ms_rdma_connect_str(const char *hostport, const ms_rdma_options *opt, ms_conn **out);
 int ms_rdma_listen_str(const char *hostport, const ms_rdma_options *opt, ms_listener **out);
+/* n connections (channels 0..n-1 of one session) to "HOST:PORT"; on failure
+ * none is left open and the message names the channel. */
+int ms_rdma_connect_n(const char *hostport, unsigned n, const ms_rdma_options *opt, ms_conn **conns);
 
 /* MS_OK if this machine has at least one RDMA device; otherwise
  * MS_ERR_UNSUPPORTED with the reason in ms_last_error()

@@ -441,11 +441,26 @@ int ms_rdma_connect(const char *host, const char *port, const ms_rdma_options *o
 
 /* ---- listen / accept --------------------------------------------------- */
 
+/* A listener accepts connection requests on its own thread, as a kernel
+ * completes TCP handshakes into the backlog: rdma_cm needs the passive side
+ * to call rdma_accept, and a sender opens all its channels before it says
+ * hello on any, so accepting only inside ms_listener_accept would stall it. */
+#define RD_BACKLOG 64u
+
 typedef struct rd_listener {
     ms_listener base;
     ms_rdma_options opt;
     struct rdma_event_channel *ech;
     struct rdma_cm_id *id;
+    pthread_t th;
+    bool th_started;
+    int wake[2];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    rd_conn *queue[RD_BACKLOG];
+    unsigned qhead, qlen;
+    int fail_code;
+    char fail_msg[256];
 } rd_listener;
 
 static void reject_request(struct rdma_cm_id *id, unsigned reason)
@@ -513,48 +528,128 @@ fail:
     return rc;
 }
 
+static void listener_failed(rd_listener *l, int code, const char *msg)
+{
+    pthread_mutex_lock(&l->mu);
+    if (!l->fail_code) {
+        l->fail_code = code;
+        snprintf(l->fail_msg, sizeof(l->fail_msg), "%s", msg);
+    }
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void handle_request(rd_listener *l, struct rdma_cm_event *ev)
+{
+    pthread_mutex_lock(&l->mu);
+    bool full = l->qlen == RD_BACKLOG;
+    pthread_mutex_unlock(&l->mu);
+    if (full) {
+        struct rdma_cm_id *id = ev->id;
+        rdma_ack_cm_event(ev);
+        reject_request(id, RD_REJ_RESOURCES);
+        ms_log(MS_LOG_INFO, "rdma listener %s: backlog of %u connections full, refused one", l->base.addr,
+               RD_BACKLOG);
+        return;
+    }
+    rd_conn *c = NULL;
+    if (accept_one(l, ev, deadline_after(l->opt.timeout_ms), &c) < 0) {
+        ms_log(MS_LOG_INFO, "rdma listener %s: refused a connection: %s", l->base.addr, ms_last_error());
+        return;
+    }
+    ms_log(MS_LOG_DEBUG, "rdma listener %s: accepted %s on %s", l->base.addr, c->base.peer, c->st.device);
+    pthread_mutex_lock(&l->mu);
+    l->queue[(l->qhead + l->qlen++) % RD_BACKLOG] = c;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void *listener_main(void *p)
+{
+    rd_listener *l = p;
+    for (;;) {
+        struct pollfd pf[2] = {{.fd = l->ech->fd, .events = POLLIN}, {.fd = l->wake[0], .events = POLLIN}};
+        if (poll(pf, 2, -1) < 0 && errno != EINTR) {
+            listener_failed(l, MS_ERR_IO, "rdma listener: poll failed");
+            return NULL;
+        }
+        if (pf[1].revents)
+            return NULL;
+        struct rdma_cm_event *ev;
+        while (rdma_get_cm_event(l->ech, &ev) == 0) {
+            if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
+                handle_request(l, ev);
+                continue;
+            }
+            bool removed = ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL;
+            if (!removed)
+                ms_log(MS_LOG_DEBUG, "rdma listener %s: ignoring %s", l->base.addr, rdma_event_str(ev->event));
+            rdma_ack_cm_event(ev);
+            if (removed) {
+                char msg[256];
+                snprintf(msg, sizeof(msg), "rdma listener %s: the RDMA device was removed "
+                         "(RDMA_CM_EVENT_DEVICE_REMOVAL)", l->base.addr);
+                listener_failed(l, MS_ERR_IO, msg);
+                return NULL;
+            }
+        }
+    }
+}
+
 static int rd_accept(ms_listener *ml, ms_conn **out, uint64_t timeout_ms)
 {
     rd_listener *l = ml->priv;
     uint64_t deadline = deadline_after(timeout_ms);
-    for (;;) {
-        struct rdma_cm_event *ev;
-        int rc = next_event(l->ech, deadline, &ev, l->base.addr, "a connection");
-        if (rc < 0)
-            return rc;
-        if (ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL) {
-            rdma_ack_cm_event(ev);
-            return ms_error(MS_ERR_IO, "rdma listener %s: the RDMA device was removed "
-                            "(RDMA_CM_EVENT_DEVICE_REMOVAL)", l->base.addr);
-        }
-        if (ev->event != RDMA_CM_EVENT_CONNECT_REQUEST) {
-            ms_log(MS_LOG_DEBUG, "rdma listener %s: ignoring %s", l->base.addr, rdma_event_str(ev->event));
-            rdma_ack_cm_event(ev);
+    int rc = MS_OK;
+    pthread_mutex_lock(&l->mu);
+    while (!l->qlen && !l->fail_code) {
+        if (!deadline) {
+            pthread_cond_wait(&l->cv, &l->mu);
             continue;
         }
-        /* A stuck peer may not hold up the listener longer than one timeout. */
-        uint64_t conn_deadline = deadline_after(l->opt.timeout_ms);
-        if (deadline && (!conn_deadline || deadline < conn_deadline))
-            conn_deadline = deadline;
-        rd_conn *c = NULL;
-        rc = accept_one(l, ev, conn_deadline, &c);
-        if (rc == MS_OK) {
-            ms_log(MS_LOG_DEBUG, "rdma listener %s: accepted %s on %s", l->base.addr, c->base.peer,
-                   c->st.device);
-            *out = &c->base;
-            return MS_OK;
-        }
-        ms_log(MS_LOG_INFO, "rdma listener %s: refused a connection: %s", l->base.addr, ms_last_error());
+        if (ms_now_ns() >= deadline)
+            break;
+        struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000ull),
+                              .tv_nsec = (long)(deadline % 1000000000ull)};
+        pthread_cond_timedwait(&l->cv, &l->mu, &ts);
     }
+    if (l->qlen) {
+        rd_conn *c = l->queue[l->qhead];
+        l->qhead = (l->qhead + 1) % RD_BACKLOG;
+        l->qlen--;
+        *out = &c->base;
+    } else if (l->fail_code) {
+        rc = ms_error(l->fail_code, "%s", l->fail_msg);
+    } else {
+        rc = ms_error(MS_ERR_TIMEOUT, "rdma listener %s: no connection within %llu ms", l->base.addr,
+                      (unsigned long long)timeout_ms);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return rc;
 }
 
 static void rd_listener_close(ms_listener *ml)
 {
     rd_listener *l = ml->priv;
+    if (l->th_started) {
+        if (write(l->wake[1], "x", 1) != 1)
+            ms_log(MS_LOG_DEBUG, "rdma listener: cannot wake the accepting thread");
+        pthread_join(l->th, NULL);
+    }
+    while (l->qlen) {
+        ms_conn_close(&l->queue[l->qhead]->base);
+        l->qhead = (l->qhead + 1) % RD_BACKLOG;
+        l->qlen--;
+    }
     if (l->id)
         rdma_destroy_id(l->id);
     if (l->ech)
         rdma_destroy_event_channel(l->ech);
+    for (int i = 0; i < 2; i++)
+        if (l->wake[i] >= 0)
+            close(l->wake[i]);
+    pthread_cond_destroy(&l->cv);
+    pthread_mutex_destroy(&l->mu);
     free(l);
 }
 
@@ -600,6 +695,13 @@ int ms_rdma_listen(const char *host, const char *port, const ms_rdma_options *op
         return ms_error(MS_ERR_NOMEM, "rdma: out of memory");
     l->base.ops = &rd_listener_ops;
     l->base.priv = l;
+    l->wake[0] = l->wake[1] = -1;
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->cv, &ca);
+    pthread_condattr_destroy(&ca);
     rd_fill_options(&l->opt, opt);
     int rc = rd_check_options(&l->opt);
     if (rc < 0)
@@ -625,6 +727,15 @@ int ms_rdma_listen(const char *host, const char *port, const ms_rdma_options *op
     l->base.port = ntohs(rdma_get_src_port(l->id));
     rd_addr_str(sa, l->base.addr, sizeof(l->base.addr));
     l->base.loopback_only = addr_is_loopback(sa);
+    if (pipe2(l->wake, O_CLOEXEC)) {
+        rc = ms_error(MS_ERR_IO, "rdma: pipe: %s", strerror(errno));
+        goto fail;
+    }
+    if ((errno = pthread_create(&l->th, NULL, listener_main, l))) {
+        rc = ms_error(MS_ERR_IO, "rdma: cannot start the accepting thread: %s", strerror(errno));
+        goto fail;
+    }
+    l->th_started = true;
     *out = &l->base;
     return MS_OK;
 fail:
@@ -637,6 +748,21 @@ int ms_rdma_connect_str(const char *hostport, const ms_rdma_options *opt, ms_con
     char host[256], port[32];
     int rc = split_hostport(hostport, host, sizeof(host), port, sizeof(port));
     return rc < 0 ? rc : ms_rdma_connect(host, port, opt, out);
+}
+
+int ms_rdma_connect_n(const char *hostport, unsigned n, const ms_rdma_options *opt, ms_conn **conns)
+{
+    for (unsigned i = 0; i < n; i++) {
+        int rc = ms_rdma_connect_str(hostport, opt, &conns[i]);
+        if (rc < 0) {
+            for (unsigned j = 0; j < i; j++) {
+                ms_conn_close(conns[j]);
+                conns[j] = NULL;
+            }
+            return ms_error_wrap(rc, "connecting channel %u to %s over rdma", i, hostport);
+        }
+    }
+    return MS_OK;
 }
 
 int ms_rdma_listen_str(const char *hostport, const ms_rdma_options *opt, ms_listener **out)

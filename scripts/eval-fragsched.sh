@@ -48,17 +48,24 @@ bench_pid=
 mkdir -p "$out/img"
 out=$(realpath "$out")
 
-cleanup() {
+stop_redis() {
     [[ -n $bench_pid ]] && kill "$bench_pid" 2>/dev/null || true
     [[ -n $redis_pid ]] && kill "$redis_pid" 2>/dev/null || true
+    [[ -n $redis_pid ]] && wait "$redis_pid" 2>/dev/null || true
+    bench_pid=
+    redis_pid=
+}
+
+cleanup() {
+    stop_redis
     "$netns" -p "$prefix" down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
 # redis-server without persistence, filled with ~200 MiB of values, then
-# redis-benchmark writing to it for as long as the evaluation runs.
+# redis-benchmark writing to it while the redis runs last (stopped after
+# them, so it does not load the machine during the other workloads).
 start_redis() {
-    [[ -n $redis_pid ]] && return
     redis-server --port "$redis_port" --save '' --appendonly no --daemonize no \
         --logfile /dev/null >/dev/null 2>&1 &
     redis_pid=$!
@@ -101,6 +108,8 @@ run() {
     echo "== $link $wl rep $rep: $(date +%T)"
     # shellcheck disable=SC2086
     "${cmd[@]}" $wargs >"$json" 2>"$out/$link-$wl-$rep.err" || echo "   exit $? (see $out/$link-$wl-$rep.err)"
+    [[ $wl == redis ]] && stop_redis
+    return 0
 }
 
 IFS=, read -r -a link_list <<<"$links"

@@ -178,7 +178,7 @@ typedef struct ms_process_stats {
     uint64_t freed_pages;    /* slots freed (memory went away) */
     uint64_t untracked_pages;/* pages reported dirty because not trackable */
     double last_dirty_s;     /* wall time of the last dirty() call */
-    const char *method;      /* "preload", "inject" or "mixed" */
+    const char *method;      /* "preload", "inject", "mixed" or "none" */
 } ms_process_stats;
 void ms_process_source_stats(const ms_page_source *s, ms_process_stats *st);
 

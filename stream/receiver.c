@@ -128,7 +128,7 @@ static int read_abort(rx *r, unsigned ch, const ms_frame_hdr *h, const uint8_t *
         return ms_error_wrap(rc == MS_ERR_CLOSED ? MS_ERR_TRUNCATED : rc, "channel %u: ABORT frame", ch);
     if (r->sealed && (rc = ms_open(&r->keys[ch], hdr, (uint16_t)ch, h->seq, body, n, &n)) < 0)
         return ms_error_wrap(rc, "channel %u: ABORT frame", ch);
-    if (n != h->raw_len || ms_content_hash(NULL, 0, body, n) != h->hash)
+    if (n != h->raw_len || pl_content_hash(NULL, 0, body, n) != h->hash)
         return ms_error(MS_ERR_HASH, "channel %u: ABORT frame content hash mismatch", ch);
     printable((char *)body, n);
     pthread_mutex_lock(&r->lock);
@@ -175,8 +175,23 @@ static int claim_slot(rx *r, uint64_t seq, rslot **out)
     return MS_OK;
 }
 
-static void queue_slot(rx *r, rslot *s)
+static int open_slot(rx *r, rslot *s, ms_codec_ctx *ctx);
+
+/* Hand a read frame on. Without a seal or compression there is nothing for
+ * a worker to do but decode the pfn list: the reader does that itself and
+ * saves two thread handoffs. */
+static int queue_slot(rx *r, rslot *s)
 {
+    if (!r->sealed && (!is_data(&s->h) || (s->h.codec & 0xffu) == MS_COMP_NONE)) {
+        int rc = open_slot(r, s, NULL);
+        if (rc < 0)
+            return rc;
+        pthread_mutex_lock(&r->lock);
+        s->state = SLOT_DONE;
+        pthread_cond_broadcast(&r->done_cv);
+        pthread_mutex_unlock(&r->lock);
+        return MS_OK;
+    }
     pthread_mutex_lock(&r->lock);
     s->state = SLOT_QUEUED;
     s->work_next = NULL;
@@ -187,6 +202,7 @@ static void queue_slot(rx *r, rslot *s)
     r->work_tail = s;
     pthread_cond_signal(&r->work_cv);
     pthread_mutex_unlock(&r->lock);
+    return MS_OK;
 }
 
 /* Room to decode a PAGES body of `len` bytes in place: the pfn list (at
@@ -255,7 +271,8 @@ static int read_channel(rx *r, unsigned ch)
         s->wire.len = h.enc_len;
         s->h = h;
         memcpy(s->hdr, hdr, sizeof hdr);
-        queue_slot(r, s);
+        if ((rc = queue_slot(r, s)) < 0)
+            return rc;
         /* END is the last frame of the session: read no further, so a
          * stream sharing its fd with other data is consumed exactly. */
         if (h.type == MS_FRAME_END)
@@ -404,7 +421,7 @@ static int send_reverse(rx *r, uint8_t type, uint32_t round, uint64_t seq, const
 
     if (n)
         memcpy(buf, body, n);
-    h.hash = ms_content_hash(NULL, 0, buf, n);
+    h.hash = pl_content_hash(NULL, 0, buf, n);
     h.flags = r->sealed ? MS_FRAME_F_SEALED : 0;
     h.enc_len = (uint32_t)(n + (r->sealed ? MS_SEAL_TAG_SIZE : 0));
     ms_frame_hdr_pack(&h, hdr);
@@ -465,7 +482,7 @@ static int deliver_pages(rx *r, rslot *s, ms_round_stats *rs)
     if (rc < 0)
         return ms_error_wrap(rc, "frame %llu (channel %u, round %u)", (unsigned long long)h->seq, h->channel,
                              h->round);
-    uint64_t hash = ms_content_hash(s->pfns, h->page_count, s->section, h->raw_len);
+    uint64_t hash = pl_content_hash(s->pfns, h->page_count, s->section, h->raw_len);
     if (hash != h->hash)
         return ms_error(MS_ERR_HASH, "frame %llu (channel %u, round %u, %u pages from pfn %llu): content hash "
                                      "%016llx, header says %016llx",
@@ -481,7 +498,7 @@ static int deliver_pages(rx *r, rslot *s, ms_round_stats *rs)
 static int deliver_opaque(rx *r, rslot *s)
 {
     ms_frame_hdr *h = &s->h;
-    uint64_t hash = ms_content_hash(NULL, 0, s->body, s->body_len);
+    uint64_t hash = pl_content_hash(NULL, 0, s->body, s->body_len);
     if (hash != h->hash)
         return ms_error(MS_ERR_HASH, "frame %llu (channel %u, round %u, opaque): content hash %016llx, header says %016llx",
                         (unsigned long long)h->seq, h->channel, h->round, (unsigned long long)hash,

@@ -106,6 +106,7 @@ struct ms_sender {
     pthread_t *workers, *writers, rec_thread, ack_thread, ka_thread;
     struct writer_arg *wargs;
     unsigned nworkers_started, nwriters_started;
+    unsigned nhandshaken; /* channels whose handshake completed */
     bool rec_started, ack_started, ka_started;
 };
 
@@ -224,7 +225,7 @@ static int finalize(ms_sender *s, sframe *f, ms_codec_ctx *ctx)
             rsrc = f->rec_src.data;
             rlen = f->rec_src.len;
             rh.raw_len = rh.stage_len = (uint32_t)rlen;
-            rh.hash = ms_content_hash(NULL, 0, rsrc, rlen);
+            rh.hash = pl_content_hash(NULL, 0, rsrc, rlen);
             rh.enc_len = (uint32_t)(rlen + (s->sealed ? MS_SEAL_TAG_SIZE : 0));
         }
         rh.channel = 0;
@@ -268,7 +269,10 @@ static int enqueue_locked(ms_sender *s, sframe *f)
     f->record = s->record && h->type != MS_FRAME_PING;
     if (f->record)
         f->rec_seq = s->rec_seq++;
-    if (!is_data(h) && (rc = finalize(s, f, NULL)) < 0) {
+    /* Control frames, and data frames with nothing to compress or seal,
+     * are finished here: a worker would only add two thread handoffs. */
+    bool inline_finish = !is_data(h) || (s->chain.comp == MS_COMP_NONE && !s->sealed);
+    if (inline_finish && (rc = finalize(s, f, NULL)) < 0) {
         fail_locked(s);
         return rc;
     }
@@ -298,6 +302,8 @@ static int enqueue_locked(ms_sender *s, sframe *f)
         s->data_frames++;
         s->pages += h->page_count;
         s->raw_bytes += h->raw_len;
+    }
+    if (!inline_finish) {
         f->ready = false;
         f->work_next = NULL;
         if (s->work_tail)
@@ -339,7 +345,7 @@ static int control_body(sframe *f, const void *p, size_t n)
         memcpy(f->stage.data, p, n);
     f->stage.len = n;
     f->h.raw_len = f->h.stage_len = (uint32_t)n;
-    f->h.hash = ms_content_hash(NULL, 0, p, n);
+    f->h.hash = pl_content_hash(NULL, 0, p, n);
     return MS_OK;
 }
 
@@ -433,7 +439,7 @@ static int build_pages(ms_sender *s, sframe *f, uint32_t round, uint32_t fragmen
     f->h.page_count = (uint32_t)n;
     f->h.raw_len = (uint32_t)raw;
     f->h.stage_len = (uint32_t)f->stage.len;
-    f->h.hash = ms_content_hash(pfns, n, pages, raw);
+    f->h.hash = pl_content_hash(pfns, n, pages, raw);
     return MS_OK;
 }
 
@@ -511,7 +517,7 @@ int ms_sender_opaque(ms_sender *s, uint32_t round, const void *data, size_t len)
         f->h.type = MS_FRAME_OPAQUE;
         f->h.round = round;
         f->h.raw_len = f->h.stage_len = (uint32_t)n;
-        f->h.hash = ms_content_hash(NULL, 0, f->stage.data, n);
+        f->h.hash = pl_content_hash(NULL, 0, f->stage.data, n);
         rc = queue_data_frame(s, f, NULL);
         off += n;
     }
@@ -783,7 +789,7 @@ static int send_abort(ms_sender *s, ms_conn *c, const ms_session_keys *k, uint16
     ms_frame_hdr h = {.type = MS_FRAME_ABORT, .channel = channel, .seq = MS_ABORT_SEQ,
                       .raw_len = (uint32_t)n, .stage_len = (uint32_t)n};
     memcpy(body, s->abort_reason, n);
-    h.hash = ms_content_hash(NULL, 0, body, n);
+    h.hash = pl_content_hash(NULL, 0, body, n);
     h.flags = s->sealed ? MS_FRAME_F_SEALED : 0;
     h.enc_len = (uint32_t)(n + (s->sealed ? MS_SEAL_TAG_SIZE : 0));
     ms_frame_hdr_pack(&h, hdr);
@@ -949,7 +955,7 @@ static int read_reverse(ms_sender *s, ms_seq_check *sc, ms_frame_hdr *h, uint8_t
     n = h->enc_len;
     if (s->sealed && (rc = ms_open(&s->keys[0], hdr, 0, h->seq, body, n, &n)) < 0)
         return ms_error_wrap(rc, "receiver frame %llu", (unsigned long long)h->seq);
-    if (n != h->raw_len || ms_content_hash(NULL, 0, body, n) != h->hash)
+    if (n != h->raw_len || pl_content_hash(NULL, 0, body, n) != h->hash)
         return ms_error(MS_ERR_HASH, "receiver frame %llu: content hash or length mismatch",
                         (unsigned long long)h->seq);
     *len = n;
@@ -1072,6 +1078,7 @@ static int handshake_all(ms_sender *s, const ms_session_config *cfg, ms_conn **c
         mine.channel = (uint16_t)i;
         if ((rc = ms_handshake_client(conns[i], &mine, cfg->key, &peer, &s->keys[i])) < 0)
             return ms_error_wrap(rc, "channel %u handshake", i);
+        s->nhandshaken = i + 1;
     }
     if (s->record) {
         mine.channel = 0;
@@ -1210,6 +1217,10 @@ fail:
         ms_errbuf saved = {0};
         ms_errbuf_capture(&saved);
         fail(s, rc);
+        /* A receiver that already shook hands learns why nothing follows. */
+        if (!s->nworkers_started && !s->nwriters_started)
+            for (unsigned i = 0; i < s->nhandshaken; i++)
+                (void)send_abort(s, s->conns[i], &s->keys[i], (uint16_t)i);
         s->finished = s->c.finished = true; /* nothing to abort: it never started */
         ms_sender_free(s);
         ms_errbuf_raise(&saved);

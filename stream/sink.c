@@ -5,6 +5,9 @@
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3 states on the stack */
 #include <xxhash.h>
+#if defined(__x86_64__) && __has_include(<xxh_x86dispatch.h>)
+#include <xxh_x86dispatch.h> /* AVX2 at run time: see pipeline_priv.h */
+#endif
 
 #include "stream/stream.h"
 

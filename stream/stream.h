@@ -280,22 +280,37 @@ typedef struct ms_session_config {
     bool insecure;             /* listener: allow no key on a non-loopback address */
 } ms_session_config;
 
+/* Sender and receiver pipelines (design and memory bound: docs/wire-format.md
+ * sections 1 and 5, docs/benchmarks.md "Pipeline"). Frame seq s travels on
+ * channel s % channels (strict round robin: a missing frame is noticed by
+ * its channel's reader at once, and the receiver's reorder window needs no
+ * more than queue_depth slots). One producer thread at a time calls the
+ * ms_sender_* data functions; ms_sender_abort may come from any thread.
+ * Resident memory per side is about queue_depth x 2 x frame size plus the
+ * delta cache (delta_cache_bytes). */
 typedef struct ms_sender ms_sender;
 
 /* Handshake on every connection (channel i = conns[i]) and start the
- * workers. Takes ownership of the connections. */
+ * workers. Takes ownership of the connections, even on failure. */
 int ms_sender_open(const ms_session_config *cfg, ms_conn **conns, unsigned nconns, ms_sender **out);
 /* Queue pages (copied before return; batches larger than frame_pages are
- * split). Blocks when the queues are full: back-pressure. */
+ * split). Blocks when the queues are full: back-pressure. Rounds: data of
+ * one round until its ms_sender_round_end, then only later rounds
+ * (MS_ERR_INVAL otherwise, without harming the session). Any other error
+ * ends the session: the peer gets an ABORT with the reason. */
 int ms_sender_pages(ms_sender *s, uint32_t round, uint32_t fragment, const uint64_t *pfns,
                     const void *pages, size_t count);
 int ms_sender_opaque(ms_sender *s, uint32_t round, const void *data, size_t len);
 /* Round barrier. Unless oneway, waits until the receiver acknowledged that
  * every frame of the round was delivered. */
 int ms_sender_round_end(ms_sender *s, uint32_t round);
-/* Send END, wait for the receiver's final ack (unless oneway). */
+/* Send END, wait for the receiver's final ack (unless oneway) and check
+ * that it delivered exactly what was sent (MS_ERR_VERIFY if not); then the
+ * stats are complete (stats.verified set). */
 int ms_sender_finish(ms_sender *s);
-/* Send ABORT with a reason (best effort). */
+/* Stop the session and send ABORT with a reason (best effort) on every
+ * channel; later calls return MS_ERR_ABORTED. ms_sender_free of an
+ * unfinished sender does this itself. */
 void ms_sender_abort(ms_sender *s, const char *reason);
 const ms_stats *ms_sender_stats(const ms_sender *s);
 /* Measured wire rate (bytes/s, smoothed) for policies and `auto`. */
@@ -307,8 +322,12 @@ typedef struct ms_receiver_config {
     uint64_t max_image_bytes;  /* bound for image sinks */
 } ms_receiver_config;
 
-/* Serve one session on already-accepted, already-handshaken connections;
- * returns after END (MS_OK) or the first error. */
+/* Serve one session on already-accepted, already-handshaken connections
+ * (keys: one per channel, as ms_accepted has them); returns after END
+ * (MS_OK) or the first error, which is also sent to the sender as an ABORT.
+ * Does not close the connections. Every frame's content hash, the round
+ * barriers and the END totals are checked before MS_OK; `stats` (may be
+ * NULL) must be zero-initialised or previously used with ms_stats_free. */
 int ms_receiver_run(const ms_session_config *cfg, const ms_hello *hello,
                     ms_conn **conns, const ms_session_keys *keys, unsigned nconns,
                     const ms_sink_ops *sink, void *sink_ctx, ms_stats *stats);

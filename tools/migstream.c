@@ -47,9 +47,9 @@ static void usage(FILE *f)
                "commands:\n");
     for (size_t i = 0; commands[i].name; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\nmigstream %s; RDMA transport: %s; Xen integration: %s\n", MS_VERSION,
+    fprintf(f, "\nmigstream %s; RDMA transport: %s; Xen preload: %s\n", MS_VERSION,
             MS_HAVE_RDMA ? "built" : "not built (install libibverbs-dev librdmacm-dev and rebuild)",
-            MS_HAVE_XEN ? "built" : "not built (install libxen-dev and rebuild)");
+            MS_HAVE_XEN ? "built" : "not built (install libxen-dev and rebuild; libxc stream tools work without it)");
 }
 
 int ms_exit_code(int status)

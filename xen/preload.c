@@ -25,6 +25,7 @@
 #include <xenctrl.h>
 #include <xenguest.h>
 
+#include "fragsched/fragsched.h"
 #include "tcp/tcp.h"
 #include "xen/xen.h"
 
@@ -49,6 +50,8 @@ typedef struct xcfg {
     unsigned workers;
     char peer[256], listen[256];
     const char *record;
+    bool fragmented;         /* MIGSTREAM_SCHED=fragmented */
+    ms_policy_config policy; /* its parameters */
 } xcfg;
 
 static bool env_active(void)
@@ -115,9 +118,18 @@ static int parse_cfg(xcfg *c, bool sender)
         return ms_error(MS_ERR_INVAL, "MIGSTREAM_MAX_BANDWIDTH=%s: a rate such as 100M or 1gbit", v);
     if ((v = env("MIGSTREAM_TIMEOUT")) && ms_parse_duration_ms(v, &c->timeout_ms))
         return ms_error(MS_ERR_INVAL, "MIGSTREAM_TIMEOUT=%s: a duration such as 10s", v);
-    if ((v = env("MIGSTREAM_SCHED")) && strcmp(v, "xen"))
-        return ms_error(MS_ERR_UNSUPPORTED, "MIGSTREAM_SCHED=%s: only 'xen' (libxc's own policy) is built in so far",
-                        v);
+    ms_policy_config_default(&c->policy);
+    if ((v = env("MIGSTREAM_SCHED")) && strcmp(v, "xen")) {
+        if (strcmp(v, "fragmented"))
+            return ms_error(MS_ERR_INVAL, "MIGSTREAM_SCHED=%s: use xen (libxc's own policy) or fragmented", v);
+        c->fragmented = true;
+    }
+    if ((v = env("MIGSTREAM_DOWNTIME"))) {
+        uint64_t ms;
+        if (ms_parse_duration_ms(v, &ms) || ms == 0)
+            return ms_error(MS_ERR_INVAL, "MIGSTREAM_DOWNTIME=%s: a downtime target such as 300ms", v);
+        c->policy.downtime_ms = (double)ms;
+    }
     c->record = env("MIGSTREAM_RECORD");
     if (c->transport == T_TCP) {
         const char *name = sender ? "MIGSTREAM_PEER" : "MIGSTREAM_LISTEN";
@@ -200,6 +212,15 @@ typedef struct save_session {
     ms_xc_to_sender ts;
     ms_errbuf err;
     int rc;
+    /* MIGSTREAM_SCHED=fragmented: the scheduler sits between libxc's
+     * log-dirty bitmaps and its precopy loop. */
+    ms_sched *sched;
+    uint32_t sched_round;     /* round the scheduler planned last */
+    int next_answer;          /* what the policy says after the next plan */
+    uint64_t round_pages;     /* pages libxc was told to send this round */
+    uint64_t sched_npages;
+    uint64_t t_start, t_round, t_bitmap;
+    bool sched_failed;
 } save_session;
 
 static _Atomic(save_session *) active_save;
@@ -372,6 +393,7 @@ static int save_start(save_session *s, int io_fd)
 
 static void save_free(save_session *s)
 {
+    ms_sched_free(s->sched);
     ms_sender_free(s->sender);
     if (s->pipe_r >= 0)
         close(s->pipe_r);
@@ -382,6 +404,113 @@ static void save_free(save_session *s)
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
     free(s);
+}
+
+/* ---- fragmented schedule inside libxc --------------------------------------
+ *
+ * libxc's loop (xg_sr_save.c send_memory_live) asks precopy_policy before
+ * each pass (dirty_count known) and after it (dirty_count -1), and reads
+ * the next bitmap with xc_logdirty_control in between. The scheduler plans
+ * each round on that bitmap: pages of deferred fragments are taken out
+ * (held pending), pages of fragments no longer deferred are put back, and
+ * the FINAL bitmap gets every page still pending - none is dropped. */
+
+static double secs(uint64_t from) { return (double)(ms_now_ns() - from) / 1e9; }
+
+static void sched_fail(save_session *s, const char *what)
+{
+    ms_log(MS_LOG_ERROR, "migstream-xen: fragmented schedule: %s: %s", what, ms_last_error());
+    s->sched_failed = true;
+}
+
+static int frag_policy(struct precopy_stats st, void *data)
+{
+    (void)data; /* the caller's; our state is the active session */
+    save_session *s = atomic_load(&active_save);
+    if (!s || s->sched_failed)
+        return XGS_POLICY_ABORT;
+    if (!s->sched) { /* first call: the full pass over dirty_count = p2m size pages */
+        uint64_t npages = st.dirty_count > 0 ? (uint64_t)st.dirty_count : 0;
+        uint64_t *all = malloc((npages + 63) / 64 * 8 + 8);
+        ms_sched_round out;
+        int rc = all ? ms_sched_new("fragmented", &s->cfg.policy, npages, MS_XC_PAGE_SIZE, &s->sched)
+                     : ms_error(MS_ERR_NOMEM, "no bitmap");
+        if (!rc) {
+            memset(all, 0xff, (npages + 63) / 64 * 8);
+            if (npages % 64)
+                all[npages / 64] = (1ull << (npages % 64)) - 1;
+            rc = ms_sched_plan(s->sched, 0, all, 0, 0, &out);
+        }
+        free(all);
+        if (rc) {
+            sched_fail(s, "start");
+            return XGS_POLICY_ABORT;
+        }
+        s->sched_npages = npages;
+        s->t_start = s->t_round = s->t_bitmap = ms_now_ns();
+        s->round_pages = npages; /* libxc sends them all whatever was planned */
+        return XGS_POLICY_CONTINUE_PRECOPY;
+    }
+    if (st.dirty_count >= 0) /* before a pass: what the plan decided */
+        return s->next_answer;
+    /* After a pass: tell the scheduler how the round went. */
+    const ms_stats *ss = ms_sender_stats(s->sender);
+    ms_round_done d = {.round = s->sched_round, .pages = s->round_pages,
+                       .raw_bytes = s->round_pages * MS_XC_PAGE_SIZE, .time_s = secs(s->t_round),
+                       .link_rate = ms_sender_link_rate(s->sender)};
+    for (size_t i = 0; i < ss->nrounds; i++)
+        if (ss->rounds[i].round == s->ts.round)
+            d.wire_bytes = ss->rounds[i].wire_bytes;
+    int rc = ms_sched_sent(s->sched, &d);
+    if (rc < 0) {
+        sched_fail(s, "round report");
+        return XGS_POLICY_ABORT;
+    }
+    if (rc == MS_DECIDE_STOP_AFTER) {
+        ms_log(MS_LOG_INFO, "migstream-xen: fragmented schedule stops after round %u: %s", s->sched_round,
+               ms_sched_reason(s->sched));
+        return XGS_POLICY_STOP_AND_COPY;
+    }
+    return XGS_POLICY_CONTINUE_PRECOPY;
+}
+
+static void frag_bitmap(save_session *s, xc_hypercall_buffer_t *hb, unsigned long pages, unsigned int mode,
+                        xc_shadow_op_stats_t *stats)
+{
+    uint64_t *bm = hb ? hb->hbuf : NULL;
+    if (!bm || pages != s->sched_npages)
+        return;
+    if (mode & XEN_DOMCTL_SHADOW_LOGDIRTY_FINAL) {
+        uint64_t n = ms_sched_final(s->sched, bm);
+        if (stats)
+            stats->dirty_count = (uint32_t)n;
+        return;
+    }
+    ms_sched_round out;
+    double interval = secs(s->t_bitmap);
+    s->t_bitmap = s->t_round = ms_now_ns();
+    s->sched_round++;
+    if (ms_sched_plan(s->sched, s->sched_round, bm, interval, secs(s->t_start), &out) < 0) {
+        sched_fail(s, "plan");
+        s->next_answer = XGS_POLICY_ABORT;
+        return;
+    }
+    s->round_pages = out.send_pages;
+    if (stats)
+        stats->dirty_count = (uint32_t)out.send_pages;
+    switch (out.decision) {
+    case MS_DECIDE_CONTINUE: s->next_answer = XGS_POLICY_CONTINUE_PRECOPY; break;
+    case MS_DECIDE_STOP_AFTER:
+    case MS_DECIDE_STOP_NOW: /* the plan already moved this round's pages to pending */
+        ms_log(MS_LOG_INFO, "migstream-xen: fragmented schedule stops at round %u (%s): %s", s->sched_round,
+               ms_decision_name(out.decision), out.reason);
+        s->next_answer = XGS_POLICY_STOP_AND_COPY;
+        break;
+    default: s->next_answer = XGS_POLICY_ABORT; break;
+    }
+    ms_log(MS_LOG_DEBUG, "migstream-xen: round %u: %llu dirty, %llu to send, %llu pending, %u fragments deferred",
+           s->sched_round, (unsigned long long)out.dirty_pages, (unsigned long long)out.send_pages,
+           (unsigned long long)out.pending_pages, out.deferred_fragments);
 }
 
 __attribute__((visibility("default"))) int xc_domain_save(xc_interface *xch, int io_fd, uint32_t dom,
@@ -408,7 +537,6 @@ __attribute__((visibility("default"))) int xc_domain_save(xc_interface *xch, int
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     int rc = parse_cfg(&s->cfg, true);
-    bool started = false;
     if (!rc)
         rc = save_start(s, io_fd);
     if (rc) {
@@ -421,19 +549,27 @@ __attribute__((visibility("default"))) int xc_domain_save(xc_interface *xch, int
         errno = EIO;
         return -1;
     }
-    started = true;
+    struct save_callbacks cb;
+    if (callbacks)
+        cb = *callbacks;
+    else
+        memset(&cb, 0, sizeof(cb));
+    if (s->cfg.fragmented) /* libxl sets none: libxc would use its 50-page / 5-round rule */
+        cb.precopy_policy = frag_policy;
     atomic_store(&active_save, s);
-    int ret = real(xch, s->pipe_w, dom, flags, callbacks, stream_type, recv_fd);
+    int ret = real(xch, s->pipe_w, dom, flags, &cb, stream_type, recv_fd);
     int saved_errno = errno;
     atomic_store(&active_save, NULL);
     pthread_mutex_lock(&s->lock);
     s->writer_closed = true;
     close(s->pipe_w);
     pthread_mutex_unlock(&s->lock);
-    if (started)
-        pthread_join(s->pump, NULL);
+    pthread_join(s->pump, NULL);
+    if (!s->rc && s->sched_failed)
+        s->rc = MS_ERR_ABORTED;
     if (s->rc) {
-        fprintf(stderr, "migstream-xen: save of domain %u failed: %s\n", dom, s->err.msg);
+        fprintf(stderr, "migstream-xen: save of domain %u failed: %s\n", dom,
+                s->err.msg[0] ? s->err.msg : "the fragmented schedule failed (see above)");
         if (ret == 0) {
             ret = -1;
             saved_errno = EIO;
@@ -460,7 +596,10 @@ __attribute__((visibility("default"))) long long xc_logdirty_control(xc_interfac
     save_session *s = atomic_load(&active_save);
     if (s && sop == XEN_DOMCTL_SHADOW_OP_CLEAN)
         round_barrier(s);
-    return real(xch, domid, sop, dirty_bitmap, pages, mode, stats);
+    long long r = real(xch, domid, sop, dirty_bitmap, pages, mode, stats);
+    if (s && s->sched && sop == XEN_DOMCTL_SHADOW_OP_CLEAN && r == (long long)pages)
+        frag_bitmap(s, dirty_bitmap, pages, mode, stats);
+    return r;
 }
 
 /* ======================= receiving side ================================== */

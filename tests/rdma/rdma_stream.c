@@ -117,14 +117,9 @@ static int do_send(const opts *o)
     ms_rdma_options ro = {.timeout_ms = 30000, .connect_retries = 100};
     ms_conn *conns[16] = {0};
     ms_sender *s = NULL;
-    int rc = MS_OK;
-    for (unsigned i = 0; i < o->channels && rc == MS_OK; i++)
-        rc = ms_rdma_connect_str(o->where, &ro, &conns[i]);
-    if (rc < 0) {
-        for (unsigned i = 0; i < o->channels; i++)
-            ms_conn_close(conns[i]);
+    int rc = ms_rdma_connect_n(o->where, o->channels, &ro, conns);
+    if (rc < 0)
         return report("send", rc, " ");
-    }
     if ((rc = ms_sender_open(&cfg, conns, o->channels, &s)) < 0)
         return report("send", rc, " ");
     uint64_t npages = (uint64_t)o->mb * 256;

@@ -544,6 +544,35 @@ static void t_zcopy_cache_detects_reused_address(void)
     ms_conn_close(srv);
 }
 
+/* Like a TCP backlog: connects complete before anyone calls accept, since a
+ * sender opens every channel before it says hello on any. */
+static void t_connect_completes_before_accept(void)
+{
+    ms_listener *l = NULL;
+    CU_ASSERT_FATAL(ms_rdma_listen(addr, "0", NULL, &l) == MS_OK);
+    ms_conn *c[3] = {0}, *s[3] = {0};
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT(ms_rdma_connect(addr, port_of(l), NULL, &c[i]) == MS_OK);
+    for (int i = 0; i < 3; i++)
+        if (c[i])
+            CU_ASSERT(ms_conn_send(c[i], &i, sizeof(i)) == MS_OK);
+    for (int i = 0; i < 3; i++) {
+        int v = -1;
+        CU_ASSERT_FATAL(ms_listener_accept(l, &s[i], 5000) == MS_OK);
+        CU_ASSERT(ms_conn_recv(s[i], &v, sizeof(v), NULL) == MS_OK);
+        CU_ASSERT(v == i); /* accepted in connect order */
+    }
+    /* A connection left in the backlog is freed with the listener. */
+    ms_conn *extra = NULL;
+    CU_ASSERT(ms_rdma_connect(addr, port_of(l), NULL, &extra) == MS_OK);
+    ms_listener_close(l);
+    for (int i = 0; i < 3; i++) {
+        ms_conn_close(c[i]);
+        ms_conn_close(s[i]);
+    }
+    ms_conn_close(extra);
+}
+
 typedef struct chan {
     ms_conn *s, *r;
     uint32_t seed;
@@ -717,6 +746,7 @@ int main(void)
         {"options and address strings", t_options},
         {"stats of a non-rdma conn", t_stats_of_other_conn},
         {"listen on port 0, accept deadline", t_listen_port0},
+        {"connects complete before accept (backlog)", t_connect_completes_before_accept},
         {"small messages both ways", t_small_messages},
         {"shutdown_send is end of stream", t_shutdown_is_end_of_stream},
         {"recv timeout, conn still usable", t_recv_timeout},

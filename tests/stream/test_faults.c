@@ -4,6 +4,7 @@
  * repeats a frame, stalls, or cuts the connection. Killed processes are
  * real processes (fork + SIGKILL). */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -419,6 +420,57 @@ static void test_receiver_sink_fails(void)
     th_expect_msg(r.tx_msg, "disk full");
 }
 
+/* The record cannot be written (disk full): the session fails with that
+ * reason on both ends instead of silently losing the record. */
+static void test_record_write_fails(void)
+{
+    ms_conn *snd[2], *rec;
+    th_rx rx;
+    th_sink sink;
+    ms_sender *s;
+    uint64_t pfns[64];
+    uint8_t *buf = malloc(64 * MS_PAGE_SIZE);
+    int fd = open("/dev/full", O_WRONLY | O_CLOEXEC), rc = MS_OK;
+    if (fd < 0) {
+        fprintf(stderr, "\n    no /dev/full: skipped");
+        free(buf);
+        return;
+    }
+    memset(&rx, 0, sizeof rx);
+    th_sink_init(&sink);
+    CU_ASSERT_EQUAL_FATAL(ms_fd_conn_new(-1, fd, true, &rec), MS_OK);
+    CU_ASSERT_EQUAL_FATAL(th_link("fd", 2, snd, &rx), MS_OK);
+    ms_session_config cfg = {.workers = 1, .timeout_ms = FAULT_TIMEOUT_MS};
+    ms_chain_parse("lz4", &cfg.chain);
+    rx.cfg = cfg;
+    rx.ops = &th_sink_ops;
+    rx.ctx = &sink;
+    th_rx_start(&rx);
+    cfg.record = rec;
+    rc = ms_sender_open(&cfg, snd, 2, &s);
+    for (int k = 0; k < 100 && rc == MS_OK; k++) {
+        for (int i = 0; i < 64; i++) {
+            pfns[i] = (uint64_t)k * 64 + (uint64_t)i;
+            th_fill_page(buf + i * MS_PAGE_SIZE, pfns[i], 4);
+        }
+        rc = ms_sender_pages(s, 0, 0, pfns, buf, 64);
+    }
+    if (rc == MS_OK)
+        rc = ms_sender_finish(s);
+    fprintf(stderr, "\n    sender: %s (%s)", ms_strerror(rc), ms_last_error());
+    CU_ASSERT_EQUAL(rc, MS_ERR_IO);
+    th_expect_msg(ms_last_error(), "record");
+    ms_sender_free(s);
+    th_rx_join(&rx);
+    fprintf(stderr, "\n    receiver: %s (%s)", ms_strerror(rx.rc), rx.msg);
+    CU_ASSERT_EQUAL(rx.rc, MS_ERR_ABORTED);
+    th_expect_msg(rx.msg, "record");
+    ms_conn_close(rec);
+    ms_stats_free(&rx.stats);
+    th_sink_free(&sink);
+    free(buf);
+}
+
 /* ---- authentication and versions ------------------------------------------- */
 
 typedef struct client_arg {
@@ -704,6 +756,7 @@ MS_TEST_MAIN({
         {"peer stops answering", test_stall_times_out},
         {"sender aborts with a reason", test_sender_abort},
         {"receiver's sink fails", test_receiver_sink_fails},
+        {"the record cannot be written", test_record_write_fails},
         {"wrong key and old version dropped, legit peer served", test_wrong_key_and_version_then_legit},
         {"sender sees a version mismatch", test_sender_sees_version_mismatch},
         {"open listener needs a key", test_open_listener_needs_key},

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "pipeline_harness.h"
+#include "stream/pipeline_priv.h"
 
 typedef struct params {
     const char *transport;
@@ -565,6 +566,27 @@ static void test_file_sink(void)
     unlink(path);
 }
 
+/* The pipeline's own content hash (dispatching XXH3) must be exactly the
+ * wire format's ms_content_hash. */
+static void test_content_hash_matches_wire(void)
+{
+    static const size_t counts[] = {0, 1, 3, 255, 256, 257, 1024};
+    uint8_t *pages = malloc(1024 * MS_PAGE_SIZE);
+    uint64_t pfns[1024];
+    for (size_t i = 0; i < 1024; i++) {
+        pfns[i] = th_mix(i) >> 12;
+        th_fill_page(pages + i * MS_PAGE_SIZE, i, 11);
+    }
+    for (size_t k = 0; k < sizeof counts / sizeof *counts; k++) {
+        size_t n = counts[k];
+        CU_ASSERT_EQUAL(pl_content_hash(pfns, n, pages, n * MS_PAGE_SIZE),
+                        ms_content_hash(pfns, n, pages, n * MS_PAGE_SIZE));
+        CU_ASSERT_EQUAL(pl_content_hash(NULL, 0, pages, n * 7 + 1), ms_content_hash(NULL, 0, pages, n * 7 + 1));
+    }
+    CU_ASSERT_EQUAL(pl_content_hash(NULL, 0, NULL, 0), ms_content_hash(NULL, 0, NULL, 0));
+    free(pages);
+}
+
 static void test_stats_output(void)
 {
     ms_stats st = {0};
@@ -613,6 +635,7 @@ MS_TEST_MAIN({
         {"digest sink equals image digest", test_digest_sink_matches_image},
         {"file sink", test_file_sink},
         {"stats text and JSON", test_stats_output},
+        {"pipeline hash equals ms_content_hash", test_content_hash_matches_wire},
         {NULL, NULL},
     };
     ms_test_add_suite("pipeline", cases);

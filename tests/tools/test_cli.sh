@@ -70,7 +70,8 @@ out=$(timeout 60 "$M" replay --sample 16M --rounds 3 --channels 4 --key "$T/key"
 rc=$?
 timeout 30 tail --pid=$RPID -f /dev/null; wait $RPID; rrc=$?
 src=$(echo "$out" | json_field source_digest)
-dst=$(json_field image_digest <"$T/recv.out")
+cp "$T/recv.out" "$T/recv.json"
+dst=$(json_field image_digest <"$T/recv.json")
 [ $rc = 0 ] && [ $rrc = 0 ] && [ -n "$src" ] && [ "$src" = "$dst" ] && echo "$out" | grep -q '"receiver_acknowledged_stream":true' &&
     [ "$(stat -c %s "$T/out.img")" = $((16 * 1024 * 1024)) ] && ok || bad "rc=$rc rrc=$rrc src=$src dst=$dst"
 
@@ -106,7 +107,7 @@ rc=$?
 
 step "--json output parses as JSON (replay, recv, inspect)"
 jok=1
-for f in "$T/recv.out"; do python3 -m json.tool "$f" >/dev/null 2>&1 || jok=0; done
+for f in "$T/recv.json"; do python3 -m json.tool "$f" >/dev/null 2>&1 || jok=0; done
 timeout 60 "$M" replay --sample 2M --rounds 2 --json | python3 -m json.tool >/dev/null 2>&1 || jok=0
 timeout 30 "$M" inspect --json --frames --key "$T/key" "$T/rec" | python3 -m json.tool >/dev/null 2>&1 || jok=0
 [ $jok = 1 ] && ok || bad "invalid JSON"

@@ -3,15 +3,16 @@
 # rdma_rxe) inside a small Linux VM under qemu-system-x86_64 with software
 # emulation, because the host kernels have no RDMA support.
 #
-# Usage: tests/vm/rdma-lane.sh [--two-vm] [--build DIR] [--bench] [--mb N]
-#                              [--budget SECS] [--keep]
+# Usage: tests/vm/rdma-lane.sh [--two-vm] [--build DIR [--no-build]] [--bench | --bench-only]
+#                              [--mb N] [--budget SECS] [--keep]
 #   --two-vm      two VMs joined by virtio-net over a UDP socket on 127.0.0.1:
 #                 real RoCEv2 packets between two kernels
 #   --build DIR   meson build dir to take binaries from (default: build-vm,
 #                 configured here with -Drdma=enabled -Dxen=disabled)
 #   --no-build    take the binaries already in the build dir, run no ninja
 #   --bench       also run bench_rdma (CPU s/GiB, rdma vs tcp) in the VM
-#   --mb N        MiB moved by the bulk tests (default 16)
+#   --bench-only  only bench_rdma (--mb sets the bytes per run)
+#   --mb N        MiB moved by the bulk tests (default 8)
 #   --budget S    watchdog for one VM run (default 270 s)
 #   --keep        keep the work dir (initramfs tree) for inspection
 #
@@ -33,17 +34,18 @@ main() {
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 
-two_vm=0 build="" nobuild=0 bench=0 mb=16 budget=270 keep=0
+two_vm=0 build="" nobuild=0 bench=0 mb=8 budget=270 keep=0
 while [ $# -gt 0 ]; do
   case $1 in
     --two-vm) two_vm=1 ;;
     --build) build=$2; shift ;;
     --no-build) nobuild=1 ;;
     --bench) bench=1 ;;
+    --bench-only) bench=2 ;;
     --mb) mb=$2; shift ;;
     --budget) budget=$2; shift ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "rdma-lane: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -109,27 +111,28 @@ bins=()
 for t in "${targets[@]}"; do bins+=("$build/$t"); done
 
 # ---- Debian packages ---------------------------------------------------------
-kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-if [ -z "$kpkg" ]; then
-  apt_update || fail_setup "apt-get update failed"
-  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-fi
-[ -n "$kpkg" ] || fail_setup "cannot find the kernel package (apt-cache depends linux-image-amd64)"
-kver=${kpkg#linux-image-}
-pkgs=("$kpkg" busybox-static iproute2 libibverbs1 ibverbs-providers librdmacm1 libnl-3-200 libnl-route-3-200
-      libmnl0 libbsd0 libmd0 libcap2 libelf1 libc6 libgcc-s1)
+# libc and libgcc come from the host, which built the binaries.
 deb_of() { ls "$cache/${1}_"*.deb 2>/dev/null | head -1; }
-fetch=()
-for p in "${pkgs[@]}"; do [ -n "$(deb_of "$p")" ] || fetch+=("$p"); done
-if [ ${#fetch[@]} -gt 0 ]; then
-  log "apt-get download ${fetch[*]}"
-  if ! (cd "$cache" && apt-get download "${fetch[@]}" >"$work/download.log" 2>&1); then
-    apt_update || fail_setup "apt-get update failed"
-    (cd "$cache" && apt-get download "${fetch[@]}" >"$work/download.log" 2>&1) ||
-      { tail -20 "$work/download.log"; fail_setup "apt-get download ${fetch[*]}"; }
+fetch_debs() { # sets kpkg, kver, pkgs; 1 if anything is missing
+  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+  [ -n "$kpkg" ] || return 1
+  kver=${kpkg#linux-image-}
+  pkgs=("$kpkg" busybox-static iproute2 libibverbs1 ibverbs-providers librdmacm1 libnl-3-200 libnl-route-3-200
+        libmnl0 libbsd0 libmd0 libcap2 libelf1)
+  local fetch=() p
+  for p in "${pkgs[@]}"; do [ -n "$(deb_of "$p")" ] || fetch+=("$p"); done
+  if [ ${#fetch[@]} -gt 0 ]; then
+    log "apt-get download ${fetch[*]}"
+    (cd "$cache" && apt-get download "${fetch[@]}" >"$work/download.log" 2>&1) || return 1
   fi
+  for p in "${pkgs[@]}"; do [ -n "$(deb_of "$p")" ] || return 1; done
+}
+# Stale or missing package lists: update once and try again.
+if ! fetch_debs; then
+  apt_update || fail_setup "apt-get update failed"
+  fetch_debs || { tail -20 "$work/download.log" 2>/dev/null
+                  fail_setup "cannot fetch ${kpkg:-the kernel package (apt-cache depends linux-image-amd64)} and the VM's packages"; }
 fi
-for p in "${pkgs[@]}"; do [ -n "$(deb_of "$p")" ] || fail_setup "package $p missing from $cache"; done
 
 pkgroot=$work/pkgroot kroot=$work/kroot rootfs=$work/rootfs
 mkdir -p "$pkgroot" "$kroot" "$rootfs"
@@ -242,7 +245,9 @@ run_vm() { # LOG EXTRA_CMDLINE QEMU_NET_ARGS...
 logs=()
 if [ $two_vm -eq 0 ]; then
   logs=("$art/rdma-lane-serial.log")
-  run_vm "${logs[0]}" "ms_role=single ms_ip=10.0.0.1 ms_peer=10.0.0.1" -net none
+  role=single
+  [ $bench -eq 2 ] && role=bench
+  run_vm "${logs[0]}" "ms_role=$role ms_ip=10.0.0.1 ms_peer=10.0.0.1" -net none
 else
   pa=$((20000 + RANDOM % 20000)) pb=$((pa + 1))
   logs=("$art/rdma-lane-vm-a.log" "$art/rdma-lane-vm-b.log")

@@ -279,8 +279,7 @@ static void test_inband(void)
         printf("\n  %s inband zero,delta,lz4: libxc stream %lld bytes, on libxl's fd %lld (%.2fx)",
                hvm ? "HVM" : "PV", (long long)a.st_size, (long long)w.st_size,
                (double)a.st_size / (double)w.st_size);
-        CU_ASSERT(w.st_size < a.st_size);
-        CU_ASSERT(file_contains(path("stderr-save-3"), "") || true);
+        CU_ASSERT(w.st_size * 3 < a.st_size);
     }
 }
 
@@ -307,6 +306,8 @@ static void write_key(const char *p, char fill)
 
 /* Save and restore at once, libxl's fd a pipe between them, the pages on a
  * TCP side connection. Returns whether each side succeeded. */
+static char save_err[300], restore_err[300];
+
 static void tcp_pair(const char *recv_key, bool *save_ok, bool *restore_ok)
 {
     unsigned port = free_port();
@@ -334,6 +335,8 @@ static void tcp_pair(const char *recv_key, bool *save_ok, bool *restore_ok)
     close(p[1]);
     *save_ok = finish(&s);
     *restore_ok = finish(&r);
+    snprintf(save_err, sizeof(save_err), "%s", s.err_path);
+    snprintf(restore_err, sizeof(restore_err), "%s", r.err_path);
 }
 
 static void test_tcp_side_connection(void)
@@ -356,7 +359,51 @@ static void test_wrong_key_fails_both(void)
     tcp_pair("key-b", &s_ok, &r_ok);
     CU_ASSERT_FALSE(s_ok);
     CU_ASSERT_FALSE(r_ok);
-    CU_ASSERT(file_contains(path("stderr-restore-") , "") || true);
+    CU_ASSERT(file_contains(save_err, "migstream-xen: save of domain 7 not started"));
+    CU_ASSERT(file_contains(save_err, "pre-shared key"));
+    CU_ASSERT(file_contains(restore_err, "migstream-xen: restore of domain 8 failed"));
+}
+
+/* MIGSTREAM_SCHED=fragmented: the preload's own precopy policy and
+ * bitmap filtering inside libxc's loop. Whatever it defers, the restored
+ * memory equals the guest's at suspend time; pages sent are compared with
+ * libxc's own policy on the same (deterministic) guest. */
+static uint64_t sched_run(const char *sched, const char *tag)
+{
+    char save_img[300], restore_img[300], rec[300], s_env[64], wire[300];
+    snprintf(save_img, sizeof(save_img), "XCDOUBLE_SAVE_IMAGE=%s", path("fr-save.img"));
+    snprintf(restore_img, sizeof(restore_img), "XCDOUBLE_RESTORE_IMAGE=%s", path("fr-restore.img"));
+    snprintf(rec, sizeof(rec), "MIGSTREAM_RECORD=%s/fr-%s.rec", tmp, tag);
+    snprintf(s_env, sizeof(s_env), "MIGSTREAM_SCHED=%s", sched);
+    snprintf(wire, sizeof(wire), "%s/fr-%s.wire", tmp, tag);
+    const char *const send_env[] = {"XCDOUBLE_PAGES=8192", "XCDOUBLE_DIRTY=0.08", save_img, rec,
+                                    "MIGSTREAM_TRANSPORT=inband", s_env, "MIGSTREAM_LOG=info", NULL};
+    const char *const recv_env[] = {"XCDOUBLE_PAGES=8192", restore_img, "MIGSTREAM_TRANSPORT=inband", NULL};
+    CU_ASSERT(save_to(wire, false, true, send_env));
+    append(wire, trailer, sizeof(trailer));
+    bool trailer_ok = false;
+    CU_ASSERT(restore_from(wire, false, recv_env, &trailer_ok));
+    CU_ASSERT(trailer_ok);
+    CU_ASSERT(same_file(path("fr-save.img"), path("fr-restore.img"))); /* no dirty page dropped */
+    char recp[300];
+    snprintf(recp, sizeof(recp), "%s/fr-%s.rec", tmp, tag);
+    ms_buf b = slurp(recp);
+    ms_xc_stats st;
+    CU_ASSERT_EQUAL(ms_xc_scan(b.data, b.len, &st, NULL), MS_OK);
+    ms_buf_free(&b);
+    printf("\n  %-10s: %llu pages sent, %llu of them resent, %llu PAGE_DATA records", sched,
+           (unsigned long long)st.data_pages, (unsigned long long)st.resent_pages,
+           (unsigned long long)st.rec_count[MS_XC_REC_PAGE_DATA]);
+    return st.data_pages;
+}
+
+static void test_fragmented_schedule(void)
+{
+    if (!have_tools())
+        return;
+    uint64_t xen = sched_run("xen", "xen");
+    uint64_t frag = sched_run("fragmented", "frag");
+    CU_ASSERT(xen > 0 && frag > 0);
 }
 
 /* A receiver with the preload accepts a sender without it. */
@@ -396,13 +443,24 @@ static void test_bad_config_fails_cleanly(void)
     close(fd);
 }
 
+static void remove_tmp(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+    if (tmp[0] && system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmp);
+}
+
 static int setup_suite(void)
 {
     helper = getenv("MS_SAVE_HELPER");
     preload = getenv("MS_XEN_PRELOAD");
     double_dir = getenv("MS_XCDOUBLE_DIR");
     snprintf(tmp, sizeof(tmp), "/tmp/ms-preload-XXXXXX");
-    return mkdtemp(tmp) ? 0 : 1;
+    if (!mkdtemp(tmp))
+        return 1;
+    atexit(remove_tmp);
+    return 0;
 }
 
 MS_TEST_MAIN({
@@ -410,6 +468,7 @@ MS_TEST_MAIN({
         {"no MIGSTREAM_* variable: byte-identical output", test_idle_is_transparent},
         {"inband zero,delta,lz4: pages, record, trailer", test_inband},
         {"tcp side connection, 2 channels, key", test_tcp_side_connection},
+        {"MIGSTREAM_SCHED=fragmented vs xen", test_fragmented_schedule},
         {"wrong key: save and restore both fail", test_wrong_key_fails_both},
         {"receiver passes a plain libxc stream through", test_plain_sender_passthrough},
         {"bad configuration fails before libxc", test_bad_config_fails_cleanly},

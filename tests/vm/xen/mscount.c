@@ -3,11 +3,13 @@
  * `mscount FILE | xl migrate-receive`. Every read is written on at once (a
  * held-back byte could stall xl's handshake); at EOF or a write error it
  * writes "bytes=N first_ms=T0 last_ms=T1 status=eof|epipe|error" to FILE
- * (times from CLOCK_MONOTONIC, so first/last bound the transfer).
+ * (times from CLOCK_MONOTONIC, so first/last bound the transfer). With
+ * TEE, a copy of the stream is written there too, for analysis on the host.
  *
- * usage: mscount FILE */
+ * usage: mscount FILE [TEE] */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -43,9 +45,14 @@ int main(int argc, char **argv)
     int64_t first = -1, last = -1;
     const char *status = "eof";
 
-    if (argc != 2) {
-        fprintf(stderr, "usage: mscount FILE\n");
+    int tee = -1;
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: mscount FILE [TEE]\n");
         return 2;
+    }
+    if (argc == 3 && (tee = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
+        fprintf(stderr, "mscount: cannot write %s: %s\n", argv[2], strerror(errno));
+        return 1;
     }
     signal(SIGPIPE, SIG_IGN);
     for (;;) {
@@ -66,6 +73,11 @@ int main(int argc, char **argv)
             status = errno == EPIPE ? "epipe" : "error";
             break;
         }
+        if (tee >= 0 && write_all(tee, buf, (size_t)r) < 0) {
+            fprintf(stderr, "mscount: copy to %s failed: %s\n", argv[2], strerror(errno));
+            close(tee);
+            tee = -1;
+        }
     }
     FILE *f = fopen(argv[1], "w");
     if (!f) {
@@ -75,5 +87,7 @@ int main(int argc, char **argv)
     fprintf(f, "bytes=%llu first_ms=%lld last_ms=%lld status=%s\n", (unsigned long long)total, (long long)first,
             (long long)last, status);
     fclose(f);
+    if (tee >= 0)
+        close(tee);
     return strcmp(status, "eof") == 0 ? 0 : 1;
 }

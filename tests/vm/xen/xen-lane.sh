@@ -25,17 +25,23 @@
 #   inband         MIGSTREAM_TRANSPORT=inband MIGSTREAM_CODEC=zero,delta,lz4
 #   tcp            side connection on 127.0.0.1 in dom0, 2 channels, key file
 #   fragmented     inband + MIGSTREAM_SCHED=fragmented
-#   save-plain     xl save / xl restore of a PV guest (PV guests cannot be
-#                  live-migrated by Debian's Xen: no shadow paging)
-#   save-preload   the same through the preload (inband, zero,delta,lz4)
 #   fault-key      tcp, receiver's key wrong: must fail, guest stays on source
 #   fault-refused  tcp, side connection refused: the same
 #   record         inband + MIGSTREAM_RECORD; the capture is copied out and
 #                  `migstream replay` on the host must reproduce it byte for
 #                  byte (and Xen's verify-stream-v2 must accept it)
-# Per migration it records xl's time, wire bytes crossing xl's fd (counted
-# by mscount between xl and the receiver), libxc rounds, the guest's
-# downtime from its counter, and migstream's log lines.
+#   save-plain     xl save / xl restore of a PV guest (PV guests cannot be
+#                  live-migrated by Debian's Xen: no shadow paging); the PV
+#                  guest boots when the first save step comes
+#   save-preload   the same through the preload (inband, zero,delta,lz4)
+#   spawn-stress   (not in the default list) 200 short processes in dom0,
+#                  counting crashes: a probe for the emulator flake
+# Per migration it records xl's time, the bytes crossing xl's fd (mscount
+# sits between xl and the receiver), the guest's downtime (largest gap
+# between its counter lines as dom0 saw them, via mswatch), migstream's log
+# lines, and from captured streams (the baseline's wire copy, the preload
+# steps' MIGSTREAM_RECORD) rounds, pages sent, zero and resent pages
+# (msxcstat).
 #
 # Output: one line "xen-lane: PASS ..." or "xen-lane: FAIL <steps> ..."
 # (exit 0 / 1); a step that fails is retried once in a fresh VM and both
@@ -46,7 +52,7 @@ top=$(cd "$(dirname "$0")/../../.." && pwd)
 here=$top/tests/vm/xen
 cd "$top"
 
-all_steps="baseline inband tcp fragmented save-plain save-preload fault-key fault-refused record"
+all_steps="baseline inband tcp fragmented fault-key fault-refused record save-plain save-preload"
 build=$top/build steps=$all_steps runs=1 retry=1 budget=840 keep=0
 hot=8 sweep=32 pps=2000
 while [ $# -gt 0 ]; do
@@ -154,7 +160,7 @@ xen_gz=$pkgroot/boot/xen-4.17-amd64.gz
 gunzip -c "$xen_gz" >"$work/xen" || fail_setup "gunzip $xen_gz"
 
 # ---- the lane's own helpers, static (the guest has no libc) ----------------------------
-for t in msdirty mscount; do
+for t in msdirty mscount mswatch msxcstat; do
   gcc -std=gnu11 -O2 -static -Wall -Wextra -Werror -o "$work/$t" "$here/$t.c" 2>"$work/gcc-$t.log" ||
     { cat "$work/gcc-$t.log"; fail_setup "compiling tests/vm/xen/$t.c"; }
 done
@@ -194,7 +200,7 @@ if not dec.eof or elf[:4] != b"\x7fELF":
 open(sys.argv[2], "wb").write(elf)
 PY
 cp "$work/guest-initrd.cpio" "$rootfs/boot/guest-initrd.cpio"
-cp "$work/mscount" "$rootfs/bin/mscount"
+for t in mscount mswatch msxcstat; do cp "$work/$t" "$rootfs/bin/$t"; done
 cp "$here/dom0-init.sh" "$rootfs/init"
 chmod +x "$rootfs/init"
 echo "root:x:0:0:root:/:/bin/sh" >"$rootfs/etc/passwd"
@@ -276,6 +282,7 @@ MS_CODEC=zero,delta,lz4
 MS_PORT=47000
 MS_GUEST_CPUS="${MS_GUEST_CPUS-1}"
 MS_STRESS_N=${MS_STRESS_N:-200}
+MS_CAPTURE_BASELINE=1
 EOF
   (cd "$rootfs" && find . | cpio -o -H newc --quiet) >"$work/dom0.cpio" || fail_setup "cpio (dom0)"
   rm -f "$disk"
@@ -392,7 +399,27 @@ while read -r s res detail; do
   printf '  %-14s %s %s\n' "$s" "$res" "$detail"
   case $res in PASS) npass=$((npass + 1)) ;; SKIP) nskip=$((nskip + 1)) ;; *) final_fail+=("$s") ;; esac
 done <"$work/host-verdicts"
-cat "$art"/attempt*/results.txt >"$art/results.txt" 2>/dev/null
+for a in 1 2; do
+  [ -f "$art/attempt$a/results.txt" ] && sed "s/^/attempt=$a /" "$art/attempt$a/results.txt"
+done >"$art/results.txt"
+# One row per migration: bytes first (times are noisy under emulation).
+awk '
+  function v(k,   i, kv) { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) return kv[2] } return "-" }
+  v("time_ms") != "-" || v("save_ms") != "-" {
+    s = v("step"); w = v("wire_bytes"); if (w == "-") w = v("file_bytes")
+    if (s ~ /^baseline/ && w + 0 > 0 && base == "") base = w
+    if (s ~ /^save-plain/ && w + 0 > 0 && sbase == "") sbase = w
+    b = s ~ /^save-/ ? sbase : base
+    r = (b != "" && w + 0 > 0) ? sprintf("%.2f", b / w) : "-"
+    t = v("time_ms"); if (t == "-") t = v("save_ms") "+" v("restore_ms")
+    printf "%-8s %-16s %4s %12s %7s %6s %10s %8s %8s %9s %s\n", v("attempt"), s, v("rc"), w, r, v("rounds"),
+      v("data_pages"), v("zero_pages"), v("resent_pages"), v("downtime_ms"), t
+  }' "$art/results.txt" >"$work/rows"
+{
+  printf "%-8s %-16s %4s %12s %7s %6s %10s %8s %8s %9s %s\n" attempt step rc wire_bytes xbase rounds data_pages zero resent downtime_ms time_ms
+  cat "$work/rows"
+} >"$art/summary.txt"
+cat "$art/summary.txt"
 took=$(( $(date +%s) - t_start ))
 echo "xen-lane: $npass passed, ${#final_fail[@]} failed, $nskip skipped"
 logs="artifacts/xen-lane/serial-attempt1.log$([ -f "$work/verdict-2" ] && echo ' artifacts/xen-lane/serial-attempt2.log')"
