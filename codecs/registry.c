@@ -93,8 +93,8 @@ size_t ms_compress_bound(const ms_chain *c, size_t src_len)
 int ms_compress(ms_codec_ctx *ctx, const ms_chain *c, const void *src, size_t src_len, void *dst,
                 size_t dst_cap, size_t *out_len)
 {
-    const ms_compressor_ops *ops;
-    void *state;
+    const ms_compressor_ops *ops = NULL;
+    void *state = NULL;
     int rc = resolve(ctx, c, &ops, &state);
     if (rc)
         return rc;
@@ -104,8 +104,8 @@ int ms_compress(ms_codec_ctx *ctx, const ms_chain *c, const void *src, size_t sr
 int ms_decompress(ms_codec_ctx *ctx, const ms_chain *c, const void *src, size_t src_len, void *dst,
                   size_t dst_len)
 {
-    const ms_compressor_ops *ops;
-    void *state;
+    const ms_compressor_ops *ops = NULL;
+    void *state = NULL;
     int rc = resolve(ctx, c, &ops, &state);
     if (rc)
         return rc;

@@ -821,7 +821,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"seed", required_argument, NULL, 'S'},   {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
-    uint64_t v;
+    uint64_t v = 0;
     int c, rc = MS_OK;
     optind = 1;
     opterr = 0;

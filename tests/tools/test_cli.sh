@@ -116,8 +116,9 @@ timeout 30 "$M" inspect --json --frames --key "$T/key" "$T/rec" | python3 -m jso
 step "inspect: a flipped byte is refused (sealed: integrity, exit 5)"
 cp "$T/rec" "$T/rec.bad"
 printf '\x55' | dd of="$T/rec.bad" bs=1 seek=300000 conv=notrunc 2>/dev/null
-timeout 30 "$M" inspect --key "$T/key" "$T/rec.bad" >/dev/null 2>&1
-[ $? = 5 ] && ok || bad "exit $?"
+timeout 30 "$M" inspect --key "$T/key" "$T/rec.bad" >"$T/bad.out" 2>&1
+rc=$?
+[ $rc = 5 ] && ok || bad "exit $rc: $(tail -3 "$T/bad.out")"
 step "inspect: a truncated record is refused (exit 1)"
 head -c 1000000 "$T/rec" >"$T/rec.cut"
 timeout 30 "$M" inspect --key "$T/key" "$T/rec.cut" >"$T/cut.out" 2>&1

@@ -42,6 +42,9 @@ if [ "$role" = a ] || [ "$role" = b ]; then
 else
   ip link add dummy0 type dummy 2>/dev/null  # the module may have made it already
   dev=dummy0
+  # Jumbo frames, as RoCE deployments use: rxe then runs a 4096-byte path
+  # MTU instead of 1024, a quarter of the packets to emulate.
+  ip link set dummy0 mtu 9000
 fi
 ip addr add "$ip/24" dev $dev
 ip link set $dev up

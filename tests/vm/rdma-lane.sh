@@ -147,7 +147,8 @@ dpkg-deb --fsys-tarfile "$(deb_of "$kpkg")" | tar -x -C "$kroot" --wildcards \
   './lib/modules/*/kernel/drivers/net/virtio_net.ko' './lib/modules/*/kernel/drivers/net/net_failover.ko' \
   './lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/net/core/failover.ko' \
   './lib/modules/*/kernel/net/ipv4/udp_tunnel.ko' './lib/modules/*/kernel/net/ipv6/ip6_udp_tunnel.ko' \
-  './lib/modules/*/kernel/fs/configfs/*' './lib/modules/*/kernel/crypto/crc32_generic.ko' ||
+  './lib/modules/*/kernel/fs/configfs/*' './lib/modules/*/kernel/crypto/crc32_generic.ko' \
+  './lib/modules/*/kernel/arch/x86/crypto/crc32-pclmul.ko' ||
   fail_setup "unpacking $kpkg"
 depmod -b "$kroot" "$kver" || fail_setup "depmod -b for $kver"
 vmlinuz=$kroot/boot/vmlinuz-$kver
@@ -162,9 +163,11 @@ done
 cp "$top/tests/vm/init.sh" "$rootfs/init"
 chmod +x "$rootfs/init"
 
-# Modules in dependency order, each once ("rdma_rxe needs crc32_generic").
+# Modules in dependency order, each once ("rdma_rxe needs crc32_generic";
+# with crc32_pclmul loaded before it, rxe computes its ICRC with carry-less
+# multiplication, as a real host's kernel would, not byte tables).
 : >"$rootfs/etc/ms-modules"
-for m in crc32_generic rdma_rxe rdma_ucm dummy virtio_pci virtio_net; do
+for m in crc32_generic crc32_pclmul rdma_rxe rdma_ucm dummy virtio_pci virtio_net; do
   modprobe -d "$kroot" -S "$kver" --show-depends "$m" 2>>"$work/modprobe.log" | awk '$1 == "insmod" { print $2 }'
 done | awk '!seen[$0]++' | while read -r path; do
   rel=${path#"$kroot"}
