@@ -23,8 +23,11 @@ run() { # name, args...
 }
 
 run sample --size 64 --mutate 0.05 --repeat 5
-run sample-small-cache --size 64 --mutate 0.5 --cache-mib 8 --repeat 3 \
-  --chains "zero,delta,lz4;zero,delta,zstd:1"
+# The page store over four rounds: a resent set smaller than the store
+# (7 MiB in 16 MiB) and one larger (18 MiB in 8 MiB).
+run store-fits --size 64 --mutate 0.2 --rounds 4 --cache-mib 16 --dedup-mib 16 --repeat 3 \
+  --chains "zero,delta,lz4;zero,dedup,delta,lz4"
+run store-thrash --size 64 --mutate 0.5 --rounds 4 --cache-mib 8 --repeat 3 --chains "zero,delta,lz4"
 
 # A real image: the anonymous and heap mappings of a live python3 process.
 img=$out/python-heap.img

@@ -259,7 +259,7 @@ int main(int argc, char **argv)
     bytes -= bytes % ((uint64_t)BATCH * MS_PAGE_SIZE);
 
     double plain[50], none[50], lz1[50], lz2[50], none_cpu[50], lz1_cpu[50], lz2_cpu[50], ratio = 0;
-    double sd1[50], sd2[50];
+    double sd1[50], sd2[50], z1[50], z2[50];
     uint8_t *pool = skip ? NULL : malloc((size_t)POOL_PAGES * MS_PAGE_SIZE);
     if (!skip && !pool)
         return 1;
@@ -280,15 +280,22 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_pipeline: plain TCP: %s\n", ms_last_error());
             return 1;
         }
-        prun s1 = p1, s2 = p2;
-        s1.drain = s2.drain = true;
+        prun s1 = p1, s2 = p2, zs1 = p1, zs2 = p2;
+        s1.drain = s2.drain = zs1.drain = zs2.drain = true;
+        /* Contrast: a codec whose cost dominates everything else. */
+        zs1.chain = zs2.chain = "zstd:3";
+        zs1.bytes = zs2.bytes = bytes / 8 - (bytes / 8) % ((uint64_t)BATCH * MS_PAGE_SIZE);
         run(&pn);
         run(&p1);
         run(&p2);
         run(&s1);
         run(&s2);
-        if (check(&pn) || check(&p1) || check(&p2) || check(&s1) || check(&s2))
+        run(&zs1);
+        run(&zs2);
+        if (check(&pn) || check(&p1) || check(&p2) || check(&s1) || check(&s2) || check(&zs1) || check(&zs2))
             return 1;
+        z1[i] = gbps(&zs1);
+        z2[i] = gbps(&zs2);
         sd1[i] = gbps(&s1);
         sd2[i] = gbps(&s2);
         none[i] = gbps(&pn);
@@ -301,7 +308,8 @@ int main(int argc, char **argv)
         ratio = p1.wire ? (double)p1.raw / (double)p1.wire : 0;
         if (!json)
             fprintf(stderr, "run %d: plain %.3f GB/s, none %.3f, lz4 1/1 %.3f, lz4 2/2 %.3f, sender-only lz4 1/1 %.3f, "
-                            "2/2 %.3f\n", i + 1, plain[i], none[i], lz1[i], lz2[i], sd1[i], sd2[i]);
+                            "2/2 %.3f, zstd:3 1/1 %.3f, 2/2 %.3f\n", i + 1, plain[i], none[i], lz1[i], lz2[i], sd1[i],
+                    sd2[i], z1[i], z2[i]);
     }
     if (!skip) {
         double mp = ms_bench_median(plain, repeat), mn = ms_bench_median(none, repeat);
@@ -309,12 +317,15 @@ int main(int argc, char **argv)
         double cn = ms_bench_median(none_cpu, repeat), c1 = ms_bench_median(lz1_cpu, repeat),
                c2 = ms_bench_median(lz2_cpu, repeat);
         double ms1 = ms_bench_median(sd1, repeat), ms2 = ms_bench_median(sd2, repeat);
+        double mz1 = ms_bench_median(z1, repeat), mz2 = ms_bench_median(z2, repeat);
         if (json) {
             printf("{\"cores\":%ld,\"bytes\":%" PRIu64 ",\"repeat\":%d,\"plain_tcp_GBps\":%.4f,\"none_1ch_GBps\":%.4f,"
                    "\"none_vs_plain\":%.4f,\"lz4_1x1_GBps\":%.4f,\"lz4_2x2_GBps\":%.4f,\"lz4_speedup\":%.4f,"
                    "\"lz4_ratio\":%.3f,\"cpu_s_per_GiB\":{\"none\":%.3f,\"lz4_1x1\":%.3f,\"lz4_2x2\":%.3f},"
-                   "\"sender_only_lz4_1x1_GBps\":%.4f,\"sender_only_lz4_2x2_GBps\":%.4f,\"sender_only_speedup\":%.4f}\n",
-                   ncpu, bytes, repeat, mp, mn, mn / mp, m1, m2, m2 / m1, ratio, cn, c1, c2, ms1, ms2, ms2 / ms1);
+                   "\"sender_only_lz4_1x1_GBps\":%.4f,\"sender_only_lz4_2x2_GBps\":%.4f,\"sender_only_speedup\":%.4f,"
+                   "\"sender_only_zstd3_1x1_GBps\":%.4f,\"sender_only_zstd3_2x2_GBps\":%.4f,\"zstd3_speedup\":%.4f}\n",
+                   ncpu, bytes, repeat, mp, mn, mn / mp, m1, m2, m2 / m1, ratio, cn, c1, c2, ms1, ms2, ms2 / ms1, mz1,
+                   mz2, mz2 / mz1);
         } else {
             printf("pipeline benchmark, %ld cores, %" PRIu64 " MiB per run (lz4: half), median of %d\n", ncpu,
                    bytes >> 20, repeat);
@@ -326,6 +337,8 @@ int main(int argc, char **argv)
             printf("  sender only (receiver drains the sockets, one-way):\n");
             printf("  lz4, 1 channel, 1 worker          %7.3f GB/s\n", ms1);
             printf("  lz4, 2 channels, 2 workers        %7.3f GB/s  = %.2fx\n", ms2, ms2 / ms1);
+            printf("  zstd:3, 1 channel, 1 worker       %7.3f GB/s\n", mz1);
+            printf("  zstd:3, 2 channels, 2 workers     %7.3f GB/s  = %.2fx\n", mz2, mz2 / mz1);
         }
     }
     if (mem_bytes) {

@@ -71,7 +71,7 @@ static int read_dirty(ms_page_source *src, uint64_t *bm, size_t nwords, uint64_t
         *known = src->npages;
     }
     if (o->trace)
-        return ms_engine_trace_interval(o->trace, t, bm, cap);
+        return ms_engine_trace_interval(o->trace, t, bm, *known);
     return MS_OK;
 }
 

@@ -335,7 +335,12 @@ int ms_receiver_run(const ms_session_config *cfg, const ms_hello *hello,
 /* Accept connections on `l` until one full session (all channels of one
  * session id) has shaken hands. Connections that fail (wrong key, bad
  * hello, version) are logged, closed, and the wait goes on; stops with
- * MS_ERR_TIMEOUT after timeout_ms without a complete session (0: forever). */
+ * MS_ERR_TIMEOUT after timeout_ms without a complete session (0: forever).
+ * Each hello must arrive within min(timeout, 5 s), so a silent intruder
+ * holds the others up only that long. A listener that is not loopback_only
+ * refuses (MS_ERR_INVAL) to serve without cfg->key unless cfg->insecure.
+ * Channels of other sessions still incomplete when one completes are
+ * dropped: serve concurrent senders with one listener each. */
 typedef struct ms_accepted {
     ms_hello hello;           /* the sender's hello of channel 0 */
     ms_conn **conns;          /* channels in index order */

@@ -34,6 +34,7 @@ typedef struct bench_opts {
     const char *chains;
     uint32_t frame_pages;
     double mutate;       /* fraction of non-zero pages resent modified */
+    unsigned rounds;     /* rounds 2..rounds resend those pages, changed again */
     double page_change;  /* fraction of bytes changed in a modified page */
     uint64_t cache_mib;  /* delta's share of the page store */
     uint64_t dedup_mib;  /* dedup's share */
@@ -174,9 +175,10 @@ static void mutate_page(uint8_t *p, double frac, uint64_t *rs)
 typedef struct bench_data {
     uint8_t *img;      /* round 1: every page */
     size_t npages;
-    uint8_t *resent;   /* round 2: the modified pages, packed */
+    uint8_t *resent;   /* rounds 2..: the modified pages, packed, round by round */
     uint64_t *resent_pfns;
     size_t nresent;
+    unsigned later_rounds; /* rounds after the first that resend pages */
     size_t counts[K_COUNT];
     size_t zero_pages;
 } bench_data;
@@ -233,7 +235,8 @@ static int prepare_data(const bench_opts *o, bench_data *d)
     }
     uint64_t rs = o->seed ^ 0x5eed;
     size_t cap = (size_t)(o->mutate * (double)d->npages) + 1;
-    d->resent = malloc(cap * PS);
+    unsigned later = o->rounds - 1;
+    d->resent = malloc(cap * PS * (later ? later : 1));
     d->resent_pfns = malloc(cap * sizeof *d->resent_pfns);
     if (!d->resent || !d->resent_pfns)
         return ms_error(MS_ERR_NOMEM, "cannot allocate the resent pages");
@@ -251,6 +254,14 @@ static int prepare_data(const bench_opts *o, bench_data *d)
         mutate_page(d->resent + d->nresent * PS, o->page_change, &rs);
         d->resent_pfns[d->nresent++] = i;
     }
+    /* Each later round: the same pages written again (a hot set). */
+    for (unsigned r = 1; r < later; r++) {
+        uint8_t *prev = d->resent + (r - 1) * d->nresent * PS, *cur = prev + d->nresent * PS;
+        memcpy(cur, prev, d->nresent * PS);
+        for (size_t i = 0; i < d->nresent; i++)
+            mutate_page(cur + i * PS, o->page_change, &rs);
+    }
+    d->later_rounds = d->nresent ? later : 0;
     return MS_OK;
 }
 
@@ -289,16 +300,17 @@ typedef struct frame_list {
 
 static int build_frames(const bench_data *d, uint32_t fp, frame_list *fl)
 {
-    size_t n = (d->npages + fp - 1) / fp + (d->nresent + fp - 1) / fp;
+    size_t n = (d->npages + fp - 1) / fp + d->later_rounds * ((d->nresent + fp - 1) / fp);
     fl->f = calloc(n ? n : 1, sizeof *fl->f);
     if (!fl->f)
         return ms_error(MS_ERR_NOMEM, "cannot allocate the frame list");
     for (size_t i = 0; i < d->npages; i += fp)
         fl->f[fl->n++] = (frame_ref){d->img + i * PS, NULL, i, d->npages - i < fp ? d->npages - i : fp};
     fl->first_r2 = fl->n;
-    for (size_t i = 0; i < d->nresent; i += fp)
-        fl->f[fl->n++] = (frame_ref){d->resent + i * PS, d->resent_pfns + i, 0,
-                                     d->nresent - i < fp ? d->nresent - i : fp};
+    for (unsigned r = 0; r < d->later_rounds; r++)
+        for (size_t i = 0; i < d->nresent; i += fp)
+            fl->f[fl->n++] = (frame_ref){d->resent + (r * d->nresent + i) * PS, d->resent_pfns + i, 0,
+                                         d->nresent - i < fp ? d->nresent - i : fp};
     return MS_OK;
 }
 
@@ -418,6 +430,19 @@ static int direct_frame(const ms_chain *c, const frame_list *fl, size_t k, bench
     return MS_OK;
 }
 
+/* Let the compressors allocate their working memory before resident memory
+ * is measured, so the growth seen during a run is the page stores'. */
+static void warm_up(const ms_chain *c, bool direct, const frame_list *fl, bench_ctx *x)
+{
+    const frame_ref *fr = &fl->f[0];
+    size_t raw = fr->count * PS, clen;
+    run_result scratch = {0};
+    if (!ms_compress(x->cctx, c, fr->pages, raw, x->comp, x->comp_cap, &clen))
+        ms_decompress(x->cctx, c, x->comp, clen, x->dec, raw);
+    if (direct)
+        direct_frame(c, fl, 0, x, &scratch);
+}
+
 /* One replay of all frames through the chain and, frame by frame, through
  * the direct call. Both see the same frame back to back, and which goes
  * first alternates, so each finds the frame in the CPU cache half of the
@@ -430,6 +455,7 @@ static int run_once(const ms_chain *c, bool direct, const frame_list *fl, const 
                                 .delta_cache_bytes = o->cache_mib << 20, .dedup_bytes = o->dedup_mib << 20};
     memset(cr, 0, sizeof *cr);
     memset(dr, 0, sizeof *dr);
+    warm_up(c, direct, fl, x);
     long rss0 = rss_kib(), rss_peak = rss0;
     ms_page_coder *enc = ms_page_coder_new(&cfg), *dec = ms_page_coder_new(&cfg);
     if (!enc || !dec) {
@@ -626,9 +652,9 @@ static void print_text(const bench_opts *o, const bench_data *d, const chain_rep
             printf("%s%s %zu", k ? ", " : "", kind_names[k], d->counts[k]);
         printf("]");
     }
-    printf("\nround 2 resends %zu modified pages (%.0f%% of non-zero pages, ~%.0f%% of each page's "
-           "bytes changed)\n",
-           d->nresent, o->mutate * 100, o->page_change * 100);
+    printf("\nrounds 2..%u resend %zu modified pages (%.0f%% of non-zero pages, ~%.0f%% of each page's "
+           "bytes changed each round)\n",
+           d->later_rounds + 1, d->nresent, o->mutate * 100, o->page_change * 100);
     printf("frames of %u pages; MB/s per core (raw bytes / CPU time), best of %u runs\n\n",
            o->frame_pages, o->repeat);
     printf("%-24s %8s %8s %7s %7s | %-7s %8s %8s %7s | %6s %6s\n", "chain", "enc MB/s", "dec MB/s",
@@ -648,7 +674,7 @@ static void print_text(const bench_opts *o, const bench_data *d, const chain_rep
         }
         printf("%s\n", r->mismatch || cr[i].direct_r.mismatch ? "  DECODE MISMATCH" : "");
     }
-    printf("(r2 rat: ratio of round 2 alone, the resent pages)\n\npage stages: zero / dup / delta / "
+    printf("(r2 rat: ratio of rounds 2.. alone, the resent pages)\n\npage stages: zero / dup / delta / "
            "delta miss / delta no gain / raw pages\n");
     for (size_t i = 0; i < n; i++) {
         const ms_stage_stats *st = &cr[i].chain_r.st;
@@ -708,8 +734,9 @@ static void print_json(const bench_opts *o, const bench_data *d, const chain_rep
     else
         printf("null");
     printf(",\"pages\":%zu,\"zero_pages\":%zu,\"page_size\":%u,\"frame_pages\":%u,\"mutate\":%g,"
-           "\"page_change\":%g,\"resent_pages\":%zu,\"repeat\":%u,\"seed\":%llu,",
-           d->npages, d->zero_pages, PS, o->frame_pages, o->mutate, o->page_change, d->nresent,
+           "\"page_change\":%g,\"rounds\":%u,\"resent_pages\":%zu,\"repeat\":%u,\"seed\":%llu,",
+           d->npages, d->zero_pages, PS, o->frame_pages, o->mutate, o->page_change, d->later_rounds + 1,
+           d->nresent,
            o->repeat, (unsigned long long)o->seed);
     if (!o->image) {
         printf("\"sample\":{");
@@ -770,6 +797,8 @@ static void usage_codecs(FILE *f)
             "  --mutate FRACTION   resend this fraction of the non-zero pages, modified, in a\n"
             "                      second round so delta is measured (default 0.05; 0: one round)\n"
             "  --page-change FRAC  fraction of a modified page's bytes changed (default 0.05)\n"
+            "  --rounds N          rounds in all, 2..16: every round after the first resends the\n"
+            "                      same pages, changed again (default 2)\n"
             "  --cache-mib N       delta's share of the page store, per side (default 64)\n"
             "  --dedup-mib N       dedup's share of the page store, per side (default 64)\n"
             "  --repeat N          runs per measurement, the best is kept (default 3)\n"
@@ -817,7 +846,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"chains", required_argument, NULL, 'c'}, {"frame-pages", required_argument, NULL, 'f'},
         {"mutate", required_argument, NULL, 'm'}, {"page-change", required_argument, NULL, 'p'},
         {"cache-mib", required_argument, NULL, 'C'}, {"dedup-mib", required_argument, NULL, 'D'},
-        {"repeat", required_argument, NULL, 'r'},
+        {"repeat", required_argument, NULL, 'r'}, {"rounds", required_argument, NULL, 'R'},
         {"seed", required_argument, NULL, 'S'},   {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
@@ -836,8 +865,12 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
             break;
         case 'm': rc = parse_frac("--mutate", optarg, &o->mutate); break;
         case 'p': rc = parse_frac("--page-change", optarg, &o->page_change); break;
-        case 'C': rc = parse_u64("--cache-mib", optarg, 0, 1 << 20, &o->cache_mib); break;
-        case 'D': rc = parse_u64("--dedup-mib", optarg, 0, 1 << 20, &o->dedup_mib); break;
+        case 'C': rc = parse_u64("--cache-mib", optarg, 1, 1 << 20, &o->cache_mib); break;
+        case 'D': rc = parse_u64("--dedup-mib", optarg, 1, 1 << 20, &o->dedup_mib); break;
+        case 'R':
+            rc = parse_u64("--rounds", optarg, 2, 16, &v);
+            o->rounds = (unsigned)v;
+            break;
         case 'r':
             rc = parse_u64("--repeat", optarg, 1, 100, &v);
             o->repeat = (unsigned)v;
@@ -903,6 +936,12 @@ static int ctx_init(bench_ctx *x, uint32_t frame_pages)
     if (!x->comp || !x->dec || !x->ddec || !x->pfns || !x->cctx || !x->lz4_state || !x->zc || !x->zd ||
         ms_buf_reserve(&x->section, x->dec_cap))
         return ms_error(MS_ERR_NOMEM, "cannot allocate buffers for %zu-byte frames", raw);
+    /* Make the buffers resident now: the resident growth measured during a
+     * run must be the page stores alone. */
+    memset(x->comp, 0, x->comp_cap);
+    memset(x->dec, 0, x->dec_cap);
+    memset(x->ddec, 0, raw);
+    memset(x->section.data, 0, x->section.cap);
     return MS_OK;
 }
 
@@ -952,7 +991,8 @@ static int run_all(const bench_opts *o, const frame_list *fl, bench_ctx *x, chai
 static int bench_codecs(int argc, char **argv)
 {
     bench_opts o = {.size_mib = 64, .chains = DEFAULT_CHAINS, .frame_pages = 256, .mutate = 0.05,
-                    .page_change = 0.05, .cache_mib = 64, .dedup_mib = 64, .repeat = 3, .seed = 1};
+                    .page_change = 0.05, .cache_mib = 64, .dedup_mib = 64, .repeat = 3, .seed = 1,
+                    .rounds = 2};
     static chain_report cr[MAX_CHAINS];
     size_t n = 0;
     bench_data d = {0};

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <sys/wait.h>
 
@@ -626,6 +627,15 @@ static void test_open_listener_needs_key(void)
 
 /* ---- killed processes --------------------------------------------------------- */
 
+/* A forked child must not outlive the test if the test itself is killed
+ * (a meson timeout, ^C). */
+static void die_with_parent(pid_t parent)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(9);
+}
+
 /* Child: a sender that streams rounds forever to port; it is killed. */
 static void child_sender(uint16_t port)
 {
@@ -669,9 +679,11 @@ static void test_sender_killed(void)
     rx.ops = &th_sink_ops;
     rx.ctx = &sink;
     uint16_t port = rx.l->port;
-    pid_t pid = fork();
-    if (pid == 0)
+    pid_t parent = getpid(), pid = fork();
+    if (pid == 0) {
+        die_with_parent(parent);
         child_sender(port);
+    }
     th_rx_start(&rx);
     /* Let it get going, then kill it in the middle of a round. */
     while (th_sink_round_ends(&sink) < 2)
@@ -695,8 +707,9 @@ static void test_receiver_killed(void)
     ms_listener *l;
     ms_tcp_options opt = {.timeout_ms = FAULT_TIMEOUT_MS};
     CU_ASSERT_EQUAL_FATAL(ms_tcp_listen("127.0.0.1", "0", &opt, &l), MS_OK);
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     if (pid == 0) {
+        die_with_parent(parent);
         th_sink sink;
         ms_accepted a;
         th_sink_init(&sink);

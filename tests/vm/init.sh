@@ -3,7 +3,7 @@
 # project's binaries against it and prints one "MS-TEST NAME PASS|FAIL|SKIP
 # detail" line per test on the serial console, then "MS-LANE: END".
 # Kernel command line: ms_role=single|a|b|bench  ms_mb=N (bulk MiB)  ms_budget=S
-# (watchdog)  ms_bench=0|1  ms_ip=A.B.C.D  ms_peer=A.B.C.D.
+# (watchdog)  ms_bench=0|1  ms_reps=N (bench)  ms_ip=A.B.C.D  ms_peer=A.B.C.D.
 export PATH=/bin:/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -11,13 +11,14 @@ mount -t devtmpfs dev /dev
 mkdir -p /tmp /dev/pts /run
 mount -t tmpfs tmp /tmp
 
-role=single mb=32 budget=240 bench=0 ip=10.0.0.1 peer=10.0.0.1
+role=single mb=32 budget=240 bench=0 reps=3 ip=10.0.0.1 peer=10.0.0.1
 for a in $(cat /proc/cmdline); do
   case $a in
     ms_role=*) role=${a#ms_role=} ;;
     ms_mb=*) mb=${a#ms_mb=} ;;
     ms_budget=*) budget=${a#ms_budget=} ;;
     ms_bench=*) bench=${a#ms_bench=} ;;
+    ms_reps=*) reps=${a#ms_reps=} ;;
     ms_ip=*) ip=${a#ms_ip=} ;;
     ms_peer=*) peer=${a#ms_peer=} ;;
   esac
@@ -252,7 +253,7 @@ t_fault_linkdel() { # rxe0 deleted mid-stream: both ends fail clearly
 }
 
 t_bench() { # alternating tcp / rdma runs, then rdma with every byte copied
-  bench_rdma --addr "$ip" --bytes ${mb}M --reps 3 >/tmp/bench.log 2>&1
+  bench_rdma --addr "$ip" --bytes ${mb}M --reps $reps >/tmp/bench.log 2>&1
   rc=$?
   bench_rdma --addr "$ip" --bytes ${mb}M --reps 2 --transport rdma --rdma-opts zcopy-min=off >>/tmp/bench.log 2>&1 ||
     rc=$?

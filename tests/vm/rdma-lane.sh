@@ -12,6 +12,7 @@
 #   --no-build    take the binaries already in the build dir, run no ninja
 #   --bench       also run bench_rdma (CPU s/GiB, rdma vs tcp) in the VM
 #   --bench-only  only bench_rdma (--mb sets the bytes per run)
+#   --reps N      bench runs per transport, alternating (default 3)
 #   --mb N        MiB moved by the bulk tests (default 8)
 #   --budget S    watchdog for one VM run (default 270 s)
 #   --keep        keep the work dir (initramfs tree) for inspection
@@ -34,7 +35,7 @@ main() {
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 
-two_vm=0 build="" nobuild=0 bench=0 mb=8 budget=270 keep=0
+two_vm=0 build="" nobuild=0 bench=0 reps=3 mb=8 budget=270 keep=0
 while [ $# -gt 0 ]; do
   case $1 in
     --two-vm) two_vm=1 ;;
@@ -42,10 +43,11 @@ while [ $# -gt 0 ]; do
     --no-build) nobuild=1 ;;
     --bench) bench=1 ;;
     --bench-only) bench=2 ;;
+    --reps) reps=$2; shift ;;
     --mb) mb=$2; shift ;;
     --budget) budget=$2; shift ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "rdma-lane: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -231,7 +233,7 @@ log "initramfs $(du -h "$initrd" | cut -f1), kernel $kver, setup $(( $(date +%s)
 # setsid keeps qemu away from the caller's terminal (two VMs at once).
 qemu_base=(qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 1024 -display none -vga none
            -monitor none -no-reboot -kernel "$vmlinuz" -initrd "$initrd")
-cmdline="console=ttyS0 quiet panic=-1 ms_mb=$mb ms_budget=$((budget - 15)) ms_bench=$bench"
+cmdline="console=ttyS0 quiet panic=-1 ms_mb=$mb ms_budget=$((budget - 15)) ms_bench=$bench ms_reps=$reps"
 
 run_vm() { # LOG EXTRA_CMDLINE QEMU_NET_ARGS...
   local logf=$1 extra=$2 rc
