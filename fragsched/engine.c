@@ -31,8 +31,8 @@ static void progress_line(const ms_round_record *rec)
             rec->round, rec->final ? " (final)" : "        ", (unsigned long long)rec->dirty_pages,
             (unsigned long long)rec->sent_pages, rec->wire_bytes / 1048576.0, rec->time_s * 1000,
             rec->deferred_fragments, (unsigned long long)rec->pending_pages,
-            rec->decision > MS_DECIDE_CONTINUE ? "  -> " : "",
-            rec->decision > MS_DECIDE_CONTINUE ? ms_decision_name(rec->decision) : "");
+            rec->decision > MS_DECIDE_CONTINUE && !rec->final ? "  -> " : "",
+            rec->decision > MS_DECIDE_CONTINUE && !rec->final ? ms_decision_name(rec->decision) : "");
 }
 
 static void fill_done(ms_round_record *rec, const ms_round_done *d)
@@ -453,6 +453,12 @@ static int run_verify(ms_page_source *src, live_backend *lb, ms_verify_fn verify
     int rc = source_hashes(src, hashes, lb->pfns, lb->buf, lb->batch);
     rep->verify_first_bad = -1;
     if (!rc) {
+        /* What `migstream recv` prints for its image: a remote destination
+         * is checked by comparing the two. */
+        rep->image_digest = ms_page_hashes_digest(hashes, src->npages);
+        rep->have_digest = true;
+    }
+    if (!rc && verify) {
         rc = verify(vctx, hashes, src->npages, src->page_size, &rep->verify_mismatches,
                     &rep->verify_first_bad);
         rep->verify_done = rc == MS_OK || rc == MS_ERR_VERIFY;
@@ -506,7 +512,7 @@ int ms_migrate_sender(ms_page_source *src, ms_sender *snd, const ms_engine_confi
         if (!rc && trc)
             rc = trc;
     }
-    if (!rc && cfg->verify && verify)
+    if (!rc && cfg->verify)
         rc = run_verify(src, &lb, verify, verify_ctx, rep);
 out:
     if (rc) {

@@ -253,6 +253,10 @@ typedef struct ms_migration_report {
     uint64_t verify_mismatches;
     int64_t verify_first_bad;/* first differing page, -1 none */
     double verify_s;
+    /* ms_page_hashes_digest of the source at the pause (stream.h): equal to
+     * the image digest `migstream recv` prints iff the images are equal. */
+    bool have_digest;
+    uint64_t image_digest;
     double cpu_s;            /* process CPU time during the migration */
     ms_round_record *rounds;
     size_t nrounds, rounds_cap;

@@ -35,7 +35,10 @@ static double mib(uint64_t b) { return (double)b / 1048576.0; }
 
 static void print_verify(const ms_migration_report *r, FILE *f)
 {
-    if (!r->verify_done)
+    if (!r->verify_done && r->have_digest)
+        fprintf(f, "  verification: remote destination; source image digest at the pause %016llx "
+                "(migstream recv prints the destination's)\n", (unsigned long long)r->image_digest);
+    else if (!r->verify_done)
         fprintf(f, "  verification: %s\n",
                 r->simulated ? "not applicable (simulation)" : "not done (destination not visible here)");
     else if (r->verified)
@@ -120,9 +123,12 @@ void ms_report_json(const ms_migration_report *r, FILE *f)
             (unsigned long long)r->deferred_pages_final, r->max_deferred_fragments, r->cpu_s);
     json_str(f, r->stop_reason);
     fprintf(f, ",\"verification\":{\"done\":%s,\"ok\":%s,\"mismatches\":%llu,\"first_bad\":%lld,"
-            "\"seconds\":%.3f},\"rounds\":[",
+            "\"seconds\":%.3f",
             r->verify_done ? "true" : "false", r->verified ? "true" : "false",
             (unsigned long long)r->verify_mismatches, (long long)r->verify_first_bad, r->verify_s);
+    if (r->have_digest)
+        fprintf(f, ",\"image_digest\":\"%016llx\"", (unsigned long long)r->image_digest);
+    fprintf(f, "},\"rounds\":[");
     for (size_t i = 0; i < r->nrounds; i++) {
         const ms_round_record *x = &r->rounds[i];
         fprintf(f, "%s{\"round\":%u,\"final\":%s,\"dirty_pages\":%llu,\"sent_pages\":%llu,"
