@@ -166,6 +166,67 @@ static inline bool ms_page_section_is_identity(uint32_t stages) { return stages 
 int ms_page_coder_decode_inplace(ms_page_coder *pc, const uint64_t *pfns, size_t count,
                                  uint8_t *buf, size_t in_len, size_t cap, ms_stage_stats *st);
 
+/* ---- auto: the compressor chosen at run time (auto.c) ------------------ */
+
+/* Candidates of the "auto" compressor, in this order. */
+enum ms_auto_cand { MS_AUTO_NONE = 0, MS_AUTO_LZ4, MS_AUTO_ZSTD1, MS_AUTO_ZSTD3, MS_AUTO_NCAND };
+
+/* What the decision rule sees. Throughput of a candidate, in compressor
+ * input bytes per second delivered, is
+ *   min(link_rate / ratio, workers * cpu_rate)
+ * (link_rate <= 0: unknown, taken as unlimited; none has ratio 1 and no CPU
+ * cost). A candidate with an unknown cpu_rate or ratio (<= 0) is not chosen. */
+typedef struct ms_auto_view {
+    double link_rate;                /* wire bytes/s */
+    unsigned workers;                /* compressing threads (>= 1) */
+    double cpu_rate[MS_AUTO_NCAND];  /* input bytes/s of one worker thread */
+    double ratio[MS_AUTO_NCAND];     /* output / input bytes */
+} ms_auto_view;
+
+/* Pure rule, no clocks: 0 if the candidate's estimates are unknown. */
+double ms_auto_throughput(const ms_auto_view *v, unsigned cand);
+/* The best candidate; `current` is kept unless the best beats it by more
+ * than the fraction `hysteresis` (so small changes cause no flapping). */
+unsigned ms_auto_decide(const ms_auto_view *v, unsigned current, double hysteresis);
+/* Concrete chain of a candidate with the session's page stages. */
+void ms_auto_chain(unsigned cand, uint32_t stages, ms_chain *out);
+const char *ms_auto_name(unsigned cand); /* "none", "lz4", "zstd:1", "zstd:3" */
+
+typedef struct ms_auto_config {
+    unsigned workers;       /* 0: 1 */
+    double link_cap;        /* bandwidth cap in bytes/s (also the first estimate); 0: none */
+    unsigned explore_every; /* every Nth frame tries another compressor; 0: 32 */
+    double alpha;           /* weight of a new sample in the moving averages; 0: 0.25 */
+    double hysteresis;      /* 0: 0.03 */
+} ms_auto_config;
+
+typedef struct ms_auto_stats {
+    uint64_t frames[MS_AUTO_NCAND];    /* frames compressed with each */
+    uint64_t explored[MS_AUTO_NCAND];  /* of which exploration */
+    uint64_t in_bytes[MS_AUTO_NCAND];  /* compressor input bytes */
+    uint64_t out_bytes[MS_AUTO_NCAND]; /* compressor output bytes (as sent) */
+    uint64_t switches;                 /* changes of the decision */
+    unsigned current;                  /* the decision now */
+} ms_auto_stats;
+
+/* Decision state shared by the worker threads (internally locked).
+ * Deterministic: the same calls in the same order give the same picks. */
+typedef struct ms_auto ms_auto;
+ms_auto *ms_auto_new(const ms_auto_config *cfg); /* NULL: out of memory */
+void ms_auto_free(ms_auto *a);
+/* A measured wire rate. While the current choice is CPU-bound the wire is
+ * not saturated, so a lower sample says nothing about the link and only a
+ * higher one is taken. Never above link_cap. */
+void ms_auto_link_sample(ms_auto *a, double bytes_per_s);
+/* Candidate for frame `seq`: a candidate never measured yet first, every
+ * explore_every-th frame another candidate in turn, else the decision. */
+unsigned ms_auto_pick(ms_auto *a, uint64_t seq);
+/* Result of compressing in_bytes with `cand` into out_bytes using cpu_s
+ * seconds of the worker thread's CPU; updates estimates and re-decides. */
+void ms_auto_record(ms_auto *a, unsigned cand, uint64_t in_bytes, uint64_t out_bytes, double cpu_s);
+void ms_auto_get_view(ms_auto *a, ms_auto_view *out);
+void ms_auto_get_stats(ms_auto *a, ms_auto_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,6 +10,8 @@ PKGS=(
   libibverbs-dev librdmacm-dev libxen-dev
   # tests, workloads, links and plots
   stress-ng redis-server redis-tools iproute2 gnuplot-nox xen-utils-4.17 python3
+  # VM lanes (Soft-RoCE, Xen under QEMU): kernels and packages are fetched by the lanes
+  qemu-system-x86 cpio kmod busybox-static
 )
 
 SUDO=""

@@ -35,6 +35,8 @@ typedef struct rslot {
     size_t section_len, section_cap;
     uint64_t comp_out;
     uint8_t comp_used;
+    bool hashed;      /* content hash already taken (hash below) */
+    uint64_t hash;
 } rslot;
 
 typedef struct rx {
@@ -330,6 +332,7 @@ static int open_slot(rx *r, rslot *s, ms_codec_ctx *ctx)
     s->body = s->wire.data;
     s->body_len = len;
     s->body_cap = s->wire.cap;
+    s->hashed = false;
     s->comp_out = len;
     s->comp_used = MS_COMP_NONE;
     if (!is_data(h)) {
@@ -363,14 +366,24 @@ static int open_slot(rx *r, rslot *s, ms_codec_ctx *ctx)
         s->body_len = h->stage_len;
         s->body_cap = s->stage.cap;
     }
-    if (h->type != MS_FRAME_PAGES)
+    /* Where decoding leaves the bytes as they are (opaque records, pages
+     * of a chain without page stages), hash them here, while they are
+     * still in this core's cache, instead of in the one delivery thread. */
+    if (h->type != MS_FRAME_PAGES) {
+        s->hash = pl_content_hash(NULL, 0, s->body, s->body_len);
+        s->hashed = true;
         return MS_OK;
+    }
     long n = ms_pfns_decode(s->body, s->body_len, s->pfns, h->page_count);
     if (n < 0)
         return ms_error_wrap((int)n, "frame %llu", seq);
     s->section = s->body + n;
     s->section_len = s->body_len - (size_t)n;
     s->section_cap = s->body_cap - (size_t)n;
+    if (ms_page_section_is_identity(r->chain.stages) && s->section_len == h->raw_len) {
+        s->hash = pl_content_hash(s->pfns, h->page_count, s->section, s->section_len);
+        s->hashed = true;
+    }
     return MS_OK;
 }
 
@@ -482,7 +495,7 @@ static int deliver_pages(rx *r, rslot *s, ms_round_stats *rs)
     if (rc < 0)
         return ms_error_wrap(rc, "frame %llu (channel %u, round %u)", (unsigned long long)h->seq, h->channel,
                              h->round);
-    uint64_t hash = pl_content_hash(s->pfns, h->page_count, s->section, h->raw_len);
+    uint64_t hash = s->hashed ? s->hash : pl_content_hash(s->pfns, h->page_count, s->section, h->raw_len);
     if (hash != h->hash)
         return ms_error(MS_ERR_HASH, "frame %llu (channel %u, round %u, %u pages from pfn %llu): content hash "
                                      "%016llx, header says %016llx",
@@ -498,7 +511,7 @@ static int deliver_pages(rx *r, rslot *s, ms_round_stats *rs)
 static int deliver_opaque(rx *r, rslot *s)
 {
     ms_frame_hdr *h = &s->h;
-    uint64_t hash = pl_content_hash(NULL, 0, s->body, s->body_len);
+    uint64_t hash = s->hashed ? s->hash : pl_content_hash(NULL, 0, s->body, s->body_len);
     if (hash != h->hash)
         return ms_error(MS_ERR_HASH, "frame %llu (channel %u, round %u, opaque): content hash %016llx, header says %016llx",
                         (unsigned long long)h->seq, h->channel, h->round, (unsigned long long)hash,
@@ -595,6 +608,9 @@ static int deliver(rx *r, rslot *s)
         rs->comp_bytes[s->comp_used] += h->enc_len;
         return MS_OK;
     }
+    if (pl_content_hash(NULL, 0, s->body, s->body_len) != h->hash)
+        return ms_error(MS_ERR_HASH, "frame %llu (channel %u, %s): content hash mismatch", (unsigned long long)h->seq,
+                        h->channel, h->type == MS_FRAME_ROUND_END ? "ROUND_END" : h->type == MS_FRAME_END ? "END" : "PING");
     if (h->type == MS_FRAME_ROUND_END)
         return deliver_round_end(r, s, rs);
     if (h->type == MS_FRAME_END)
