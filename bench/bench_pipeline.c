@@ -351,7 +351,7 @@ int main(int argc, char **argv)
         /* Documented bound (docs/benchmarks.md): per side queue_depth frames
          * of up to 2 x 1 MiB buffers (stage + wire; receiver: wire + decode
          * room) + the 64 MiB delta cache; both sides live in this process. */
-        unsigned depth = 4 * pm.workers + pm.channels;
+        unsigned depth = 2 * pm.workers + pm.channels;
         double bound_mib = 2.0 * (depth * 2.0 * (256.0 * MS_PAGE_SIZE * 1.05) / 1048576.0 + 64.0);
         double rss_mib = (double)ru.ru_maxrss / 1024.0;
         if (json)

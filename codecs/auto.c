@@ -44,22 +44,25 @@ double ms_auto_throughput(const ms_auto_view *v, unsigned cand)
     return link < work ? link : work;
 }
 
+/* Among candidates within `hysteresis` of the best throughput the cheapest
+ * (lowest index: none, lz4, zstd:1, zstd:3) is the target, since it
+ * delivers about as much for less CPU. A cheaper current choice is kept
+ * until it falls twice that far behind, so the way back needs a real change
+ * and estimates jittering around one threshold cannot make it flap. */
 unsigned ms_auto_decide(const ms_auto_view *v, unsigned current, double hysteresis)
 {
-    unsigned best = MS_AUTO_NONE;
-    double best_t = ms_auto_throughput(v, best);
-    /* Ties go to the cheaper candidate (lower index): same delivery, less CPU. */
-    for (unsigned c = 1; c < MS_AUTO_NCAND; c++) {
-        double t = ms_auto_throughput(v, c);
-        if (t > best_t) {
-            best = c;
-            best_t = t;
-        }
+    double t[MS_AUTO_NCAND], max_t = 0, tol = 1.0 + (hysteresis > 0 ? hysteresis : 0);
+    for (unsigned c = 0; c < MS_AUTO_NCAND; c++) {
+        t[c] = ms_auto_throughput(v, c);
+        if (t[c] > max_t)
+            max_t = t[c];
     }
-    if (current >= MS_AUTO_NCAND || current == best)
-        return best;
-    double cur_t = ms_auto_throughput(v, current);
-    return best_t > cur_t * (1.0 + hysteresis) ? best : current;
+    unsigned best = MS_AUTO_NONE;
+    while (best + 1 < MS_AUTO_NCAND && !(t[best] * tol >= max_t))
+        best++;
+    if (current < best && t[current] * tol * tol >= max_t)
+        return current;
+    return best;
 }
 
 struct ms_auto {
@@ -127,7 +130,7 @@ static bool cpu_bound(const ms_auto_view *v, unsigned cand)
     return v->workers * cpu < v->link_rate / ratio;
 }
 
-void ms_auto_link_sample(ms_auto *a, double bytes_per_s)
+void ms_auto_link_sample(ms_auto *a, double bytes_per_s, bool saturated)
 {
     if (!a || !(bytes_per_s > 0) || !isfinite(bytes_per_s))
         return;
@@ -135,9 +138,13 @@ void ms_auto_link_sample(ms_auto *a, double bytes_per_s)
     if (a->cfg.link_cap > 0 && bytes_per_s > a->cfg.link_cap)
         bytes_per_s = a->cfg.link_cap;
     ms_auto_view *v = &a->view;
-    if (!(v->link_rate > 0))
-        v->link_rate = bytes_per_s;
-    else if (bytes_per_s > v->link_rate || !cpu_bound(v, a->st.current))
+    /* An unsaturated wire that was never seen full is taken as unlimited:
+     * the producer, not the link, sets its pace, and compressing more
+     * would not speed it up. */
+    if (!(v->link_rate > 0)) {
+        if (saturated)
+            v->link_rate = bytes_per_s;
+    } else if (bytes_per_s > v->link_rate || (saturated && !cpu_bound(v, a->st.current)))
         v->link_rate = ewma(v->link_rate, bytes_per_s, a->cfg.alpha);
     redecide_locked(a);
     pthread_mutex_unlock(&a->lock);

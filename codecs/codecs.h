@@ -214,15 +214,19 @@ typedef struct ms_auto_stats {
 typedef struct ms_auto ms_auto;
 ms_auto *ms_auto_new(const ms_auto_config *cfg); /* NULL: out of memory */
 void ms_auto_free(ms_auto *a);
-/* A measured wire rate. While the current choice is CPU-bound the wire is
- * not saturated, so a lower sample says nothing about the link and only a
- * higher one is taken. Never above link_cap. */
-void ms_auto_link_sample(ms_auto *a, double bytes_per_s);
+/* A measured wire rate. It is the link's capacity only if the link was the
+ * bottleneck (`saturated`: frames were waiting for it); otherwise, as also
+ * while the current choice is CPU-bound, it is a lower bound and only a
+ * higher sample is taken, so better compression slowing the wire down never
+ * reads as a slower link; an unknown link (no cap, never saturated) stays
+ * unknown, i.e. unlimited. Never above link_cap. */
+void ms_auto_link_sample(ms_auto *a, double bytes_per_s, bool saturated);
 /* Candidate for frame `seq`: a candidate never measured yet first, every
  * explore_every-th frame another candidate in turn, else the decision. */
 unsigned ms_auto_pick(ms_auto *a, uint64_t seq);
-/* Result of compressing in_bytes with `cand` into out_bytes using cpu_s
- * seconds of the worker thread's CPU; updates estimates and re-decides. */
+/* Result of compressing in_bytes with `cand` into out_bytes in cpu_s
+ * seconds on a worker thread (wall time of the call, so CPU contention
+ * counts); updates estimates and re-decides. */
 void ms_auto_record(ms_auto *a, unsigned cand, uint64_t in_bytes, uint64_t out_bytes, double cpu_s);
 void ms_auto_get_view(ms_auto *a, ms_auto_view *out);
 void ms_auto_get_stats(ms_auto *a, ms_auto_stats *out);

@@ -22,7 +22,8 @@ enum {
     H_SESSION = 28,    /* 16 bytes */
     H_NONCE = 44,      /* 32 bytes */
     H_CHAIN = 76,      /* 64 bytes, NUL-terminated, zero-padded */
-    H_RESERVED2 = 140, /* 16 bytes, zero */
+    H_DELTA_CACHE = 140, /* u64 sender's delta cache bound in bytes (0 = default) */
+    H_DEDUP_CACHE = 148, /* u64 sender's dedup store bound in bytes (0 = default) */
     H_CHECK = 156,     /* u32 XXH32(bytes 0..155, seed 0) */
 };
 
@@ -43,6 +44,8 @@ void ms_hello_pack(const ms_hello *h, uint8_t out[MS_HELLO_SIZE])
     memcpy(out + H_SESSION, h->session_id, MS_SESSION_ID_SIZE);
     memcpy(out + H_NONCE, h->nonce, MS_NONCE_SIZE);
     memcpy(out + H_CHAIN, h->chain, strnlen(h->chain, MS_CHAIN_TEXT_MAX - 1));
+    ms_put_le64(out + H_DELTA_CACHE, h->delta_cache_bytes);
+    ms_put_le64(out + H_DEDUP_CACHE, h->dedup_bytes);
     ms_put_le32(out + H_CHECK, XXH32(out, H_CHECK, 0));
 }
 
@@ -113,7 +116,7 @@ int ms_hello_unpack(const uint8_t in[MS_HELLO_SIZE], ms_hello *h)
     got = XXH32(in, H_CHECK, 0);
     if (got != want)
         return ms_error(MS_ERR_CORRUPT, "hello: check 0x%08x does not match its content (0x%08x)", want, got);
-    if (in[H_RESERVED0] || ms_get_le16(in + H_RESERVED1) || !all_zero(in + H_RESERVED2, 16))
+    if (in[H_RESERVED0] || ms_get_le16(in + H_RESERVED1))
         return ms_error(MS_ERR_CORRUPT, "hello: reserved bytes are not zero");
     memset(h, 0, sizeof *h);
     h->version = version;
@@ -125,6 +128,8 @@ int ms_hello_unpack(const uint8_t in[MS_HELLO_SIZE], ms_hello *h)
     memcpy(h->session_id, in + H_SESSION, MS_SESSION_ID_SIZE);
     memcpy(h->nonce, in + H_NONCE, MS_NONCE_SIZE);
     memcpy(h->chain, in + H_CHAIN, MS_CHAIN_TEXT_MAX);
+    h->delta_cache_bytes = ms_get_le64(in + H_DELTA_CACHE);
+    h->dedup_bytes = ms_get_le64(in + H_DEDUP_CACHE);
     return check_hello(h);
 }
 

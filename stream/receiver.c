@@ -686,23 +686,23 @@ static void deliver_loop(rx *r)
 
 static int setup(rx *r, const ms_session_config *cfg, const ms_hello *hello, unsigned nconns)
 {
+    r->sealed = hello->flags & MS_HELLO_F_SEALED;
+    r->oneway = hello->flags & MS_HELLO_F_ONEWAY;
+    /* The chain fixes the page stages; the compressor may change from frame
+     * to frame ("auto"), each frame naming its own in the header. */
     int rc = ms_chain_parse(hello->chain, &r->chain);
     if (rc < 0)
         return ms_error_wrap(rc, "sender's codec chain");
-    if (r->chain.is_auto)
-        return ms_error(MS_ERR_UNSUPPORTED, "sender's chain '%s' uses auto, which this build cannot receive", hello->chain);
     if (nconns != hello->channels || !nconns)
         return ms_error(MS_ERR_INVAL, "receiver: %u connections for a session of %u channels", nconns, hello->channels);
     r->ps = hello->page_size;
-    r->sealed = hello->flags & MS_HELLO_F_SEALED;
-    r->oneway = hello->flags & MS_HELLO_F_ONEWAY;
     for (unsigned i = 0; i < nconns; i++)
         if (r->keys[i].sealed != r->sealed)
             return ms_error(MS_ERR_INVAL, "receiver: channel %u keys disagree with the hello's sealing flag", i);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     r->nch = nconns;
     r->nworkers = cfg->workers ? cfg->workers : (cores > 0 ? (unsigned)cores : 1);
-    r->W = cfg->queue_depth ? cfg->queue_depth : 4 * r->nworkers + nconns;
+    r->W = cfg->queue_depth ? cfg->queue_depth : 2 * r->nworkers + nconns;
     r->timeout_ms = ms_effective_timeout(cfg);
     ms_page_coder_config pcc = {
         .stages = r->chain.stages,
@@ -819,8 +819,18 @@ int ms_receiver_run(const ms_session_config *cfg, const ms_hello *hello, ms_conn
         rc = ms_error(MS_ERR_INVAL, "receiver: missing argument");
         goto out;
     }
-    if ((rc = setup(&r, cfg, hello, nconns)) < 0)
+    if ((rc = setup(&r, cfg, hello, nconns)) < 0) {
+        /* The sender is waiting for an answer: give it the reason. */
+        if (!r.oneway && nconns && keys[0].sealed == r.sealed) {
+            char reason[MS_ABORT_MAX + 1];
+            snprintf(reason, sizeof reason, "%.*s", (int)MS_ABORT_MAX, ms_last_error());
+            ms_errbuf saved = {0};
+            ms_errbuf_capture(&saved);
+            (void)send_reverse(&r, MS_FRAME_ABORT, 0, MS_ABORT_SEQ, (const uint8_t *)reason, strlen(reason));
+            ms_errbuf_raise(&saved);
+        }
         goto out;
+    }
     if (!(ra = calloc(nconns, sizeof *ra))) {
         rc = ms_error(MS_ERR_NOMEM, "receiver: out of memory");
         goto out;

@@ -67,6 +67,7 @@ struct ms_sender {
     ms_session_keys rec_keys;
     ms_page_coder *pc;
     ms_ratelimit *rl;
+    ms_auto *autoc; /* chain "auto": picks each data frame's compressor */
 
     pthread_mutex_t lock;
     pthread_cond_t work_cv, ready_cv, free_cv, ack_cv, ka_cv;
@@ -194,6 +195,13 @@ static int finalize(ms_sender *s, sframe *f, ms_codec_ctx *ctx)
     f->comp_used = MS_COMP_NONE;
     if (is_data(h)) {
         ms_chain used = s->chain;
+        unsigned cand = 0;
+        double t0 = 0;
+        if (s->autoc) {
+            cand = ms_auto_pick(s->autoc, h->seq);
+            ms_auto_chain(cand, s->chain.stages, &used);
+            t0 = (double)ms_now_ns() * 1e-9;
+        }
         if (used.comp != MS_COMP_NONE && len) {
             size_t bound = ms_compress_bound(&used, len);
             if ((rc = ms_buf_reserve(&f->wire, bound + MS_SEAL_TAG_SIZE)) < 0)
@@ -201,6 +209,9 @@ static int finalize(ms_sender *s, sframe *f, ms_codec_ctx *ctx)
             if ((rc = ms_compress(ctx, &used, body, len, f->wire.data, bound, &out)) < 0)
                 return ms_error_wrap(rc, "frame %llu: compressing", (unsigned long long)h->seq);
         }
+        if (s->autoc)
+            ms_auto_record(s->autoc, cand, len, used.comp != MS_COMP_NONE && len && out < len ? out : len,
+                           (double)ms_now_ns() * 1e-9 - t0);
         /* Incompressible content goes out as it is, saying so in its codec. */
         if (used.comp != MS_COMP_NONE && len && out < len) {
             body = f->wire.data;
@@ -271,7 +282,7 @@ static int enqueue_locked(ms_sender *s, sframe *f)
         f->rec_seq = s->rec_seq++;
     /* Control frames, and data frames with nothing to compress or seal,
      * are finished here: a worker would only add two thread handoffs. */
-    bool inline_finish = !is_data(h) || (s->chain.comp == MS_COMP_NONE && !s->sealed);
+    bool inline_finish = !is_data(h) || (s->chain.comp == MS_COMP_NONE && !s->autoc && !s->sealed);
     if (inline_finish && (rc = finalize(s, f, NULL)) < 0) {
         fail_locked(s);
         return rc;
@@ -745,6 +756,8 @@ static void *worker_main(void *arg)
         s->work_head = f->work_next;
         if (!s->work_head)
             s->work_tail = NULL;
+        if (s->autoc)
+            ms_auto_link_sample(s->autoc, s->link_rate, !s->free_list && !s->work_head);
         pthread_mutex_unlock(&s->lock);
         int rc = finalize(s, f, ctx);
         pthread_mutex_lock(&s->lock);
@@ -1096,8 +1109,6 @@ static int check_config(const ms_session_config *cfg, unsigned nconns, size_t pa
         return ms_error(MS_ERR_INVAL, "sender: no configuration");
     if (nconns < 1 || nconns > MS_HELLO_MAX_CHANNELS)
         return ms_error(MS_ERR_INVAL, "sender: %u channels (1..%u)", nconns, MS_HELLO_MAX_CHANNELS);
-    if (cfg->chain.is_auto)
-        return ms_error(MS_ERR_UNSUPPORTED, "sender: the auto codec is not available yet; name a compressor");
     if (page_size < MS_HELLO_MIN_PAGE_SIZE || page_size > MS_HELLO_MAX_PAGE_SIZE || (page_size & (page_size - 1)))
         return ms_error(MS_ERR_INVAL, "sender: page size %zu is not a power of two in %u..%u", page_size,
                         MS_HELLO_MIN_PAGE_SIZE, MS_HELLO_MAX_PAGE_SIZE);
@@ -1146,8 +1157,10 @@ static int alloc_state(ms_sender *s, const ms_session_config *cfg)
     s->digest = XXH3_createState();
     s->pc = ms_page_coder_new(&pcc);
     s->rl = cfg->max_bandwidth ? ms_ratelimit_new(cfg->max_bandwidth) : NULL;
+    if (s->chain.is_auto)
+        s->autoc = ms_auto_new(&(ms_auto_config){.workers = s->nworkers, .link_cap = (double)cfg->max_bandwidth});
     if (!s->pool || !s->ch || !s->keys || !s->workers || !s->writers || !s->wargs || !s->digest || !s->pc ||
-        (cfg->max_bandwidth && !s->rl))
+        (cfg->max_bandwidth && !s->rl) || (s->chain.is_auto && !s->autoc))
         return ms_error(MS_ERR_NOMEM, "sender: out of memory");
     XXH3_64bits_reset(s->digest);
     for (unsigned i = 0; i < s->depth; i++) {
@@ -1179,7 +1192,10 @@ int ms_sender_open(const ms_session_config *cfg, ms_conn **conns, unsigned nconn
     s->frame_pages = frame_pages;
     s->nch = nconns;
     s->nworkers = cfg->workers ? cfg->workers : default_workers();
-    s->depth = cfg->queue_depth ? cfg->queue_depth : 4 * s->nworkers + nconns;
+    /* Two frames per worker (one being compressed, one waiting) and one per
+     * channel keep everything busy; more only spreads the data over more
+     * memory, which costs cache misses in every copy. */
+    s->depth = cfg->queue_depth ? cfg->queue_depth : 2 * s->nworkers + nconns;
     s->timeout_ms = ms_effective_timeout(cfg);
     s->sealed = cfg->key != NULL;
     s->oneway = cfg->oneway;
@@ -1256,6 +1272,7 @@ void ms_sender_free(ms_sender *s)
     XXH3_freeState(s->digest);
     ms_page_coder_free(s->pc);
     ms_ratelimit_free(s->rl);
+    ms_auto_free(s->autoc);
     ms_stats_free(&s->stats);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->work_cv);

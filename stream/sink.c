@@ -64,6 +64,8 @@ static int image_pages(void *ctx, uint32_t round, uint32_t fragment, const uint6
 static int image_opaque(void *ctx, const uint8_t *data, size_t len)
 {
     ms_image_sink *s = ctx;
+    if (!len) /* an empty record: nothing to keep (and data may be NULL) */
+        return MS_OK;
     return ms_buf_append(&s->opaque, data, len);
 }
 
@@ -246,6 +248,8 @@ static int digest_pages(void *ctx, uint32_t round, uint32_t fragment, const uint
 static int digest_opaque(void *ctx, const uint8_t *data, size_t len)
 {
     ms_digest_sink *d = ctx;
+    if (!len)
+        return d->inner ? d->inner->opaque(d->inner_ctx, data, len) : MS_OK;
     if (!d->opaque_state) {
         d->opaque_state = XXH3_createState();
         if (!d->opaque_state)

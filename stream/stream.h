@@ -104,6 +104,10 @@ typedef struct ms_hello {
     char chain[MS_CHAIN_TEXT_MAX]; /* canonical chain text, NUL-terminated */
     uint32_t flags;
     uint8_t nonce[MS_NONCE_SIZE];
+    /* The sender's page-store bounds: the receiver's caches must mirror the
+     * sender's exactly, so it adopts these (0 = the 64 MiB default). */
+    uint64_t delta_cache_bytes;
+    uint64_t dedup_bytes;
 } ms_hello;
 
 void ms_hello_pack(const ms_hello *h, uint8_t out[MS_HELLO_SIZE]);
@@ -267,7 +271,7 @@ typedef struct ms_session_config {
     ms_chain chain;
     uint32_t page_size;        /* default MS_PAGE_SIZE */
     unsigned workers;          /* encode/decode threads; 0 = number of cores */
-    unsigned queue_depth;      /* frames in flight per side; 0 = 4 * workers + channels */
+    unsigned queue_depth;      /* frames in flight per side; 0 = 2 * workers + channels */
     uint32_t frame_pages;      /* pages per frame when a caller passes more; 0 = 256 */
     uint64_t timeout_ms;       /* peer silence that ends the session; 0 = 10 s */
     uint64_t max_bandwidth;    /* bytes/s on the wire, 0 = unlimited */

@@ -654,9 +654,12 @@ static void print_text(const bench_opts *o, const bench_data *d, const chain_rep
             printf("%s%s %zu", k ? ", " : "", kind_names[k], d->counts[k]);
         printf("]");
     }
-    printf("\nrounds 2..%u resend %zu modified pages (%.0f%% of non-zero pages, ~%.0f%% of each page's "
-           "bytes changed each round)\n",
-           d->later_rounds + 1, d->nresent, o->mutate * 100, o->page_change * 100);
+    char rounds[32] = "round 2 resends";
+    if (d->later_rounds > 1)
+        snprintf(rounds, sizeof rounds, "rounds 2..%u resend", d->later_rounds + 1);
+    printf("\n%s %zu modified pages (%.0f%% of non-zero pages, ~%.0f%% of each page's bytes changed "
+           "each time)\n",
+           rounds, d->nresent, o->mutate * 100, o->page_change * 100);
     printf("frames of %u pages; MB/s per core (raw bytes / CPU time), best of %u runs\n\n",
            o->frame_pages, o->repeat);
     printf("%-24s %8s %8s %7s %7s | %-7s %8s %8s %7s | %6s %6s\n", "chain", "enc MB/s", "dec MB/s",

@@ -66,7 +66,7 @@ static void usage(FILE *f)
             "  -c, --chain CHAIN        codec chain, e.g. zero,delta,lz4 (default) or zero,zstd:3\n"
             "  -n, --channels N         parallel connections (default 1)\n"
             "  -w, --workers N          compression threads per side (default: number of cores)\n"
-            "      --queue-depth N      frames in flight per side (default 4 x workers + channels)\n"
+            "      --queue-depth N      frames in flight per side (default 2 x workers + channels)\n"
             "      --frame-pages N      pages per frame (default 256)\n"
             "  -b, --max-bandwidth RATE cap on the wire, bytes/s (100M) or bits (1gbit)\n"
             "      --timeout DUR        peer silence that ends the session (default 10s)\n"
@@ -402,7 +402,7 @@ static int resend_opaque(void *ctx, const uint8_t *data, size_t len)
 {
     resend *r = ctx;
     int rc = ms_digest_sink_ops.opaque(&r->digest, data, len);
-    if (rc < 0)
+    if (rc < 0 || !len)
         return rc;
     if (r->round_open)
         return ms_sender_opaque(r->s, r->cur_round, data, len);

@@ -73,17 +73,38 @@ static void test_cpu_bound_picks_lz4(void)
 static void test_hysteresis(void)
 {
     ms_auto_view v = typical(125 * MB, 2);
-    /* zstd:1 gives 329, zstd:3 gives 300: within 10%, stay on zstd:3. */
-    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_ZSTD3, 0.10), MS_AUTO_ZSTD3);
-    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_ZSTD3, 0.03), MS_AUTO_ZSTD1);
-    /* Oscillating by 1% around a tie never switches. */
+    /* lz4 gives 250, zstd:1 329: lz4, cheaper, stays with a 20% margin
+     * ((1.2)^2 * 250 = 360) and yields with 3%. */
+    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_LZ4, 0.20), MS_AUTO_LZ4);
+    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_LZ4, 0.03), MS_AUTO_ZSTD1);
+    /* zstd:3 gives 300, within 10% of zstd:1: the cheaper zstd:1 is taken. */
+    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_ZSTD3, 0.10), MS_AUTO_ZSTD1);
+    /* The link jittering by 1% around a tie of zstd:1 and zstd:3 makes at
+     * most the one move to the cheaper, then nothing. */
     v.ratio[MS_AUTO_ZSTD1] = 125.0 / 300.0;
-    unsigned cur = MS_AUTO_ZSTD3;
+    unsigned cur = MS_AUTO_ZSTD3, changes = 0;
     for (int i = 0; i < 100; i++) {
         v.link_rate = (i & 1 ? 1.01 : 0.99) * 125 * MB;
-        cur = ms_auto_decide(&v, cur, 0.03);
-        CU_ASSERT_EQUAL(cur, MS_AUTO_ZSTD3);
+        unsigned next = ms_auto_decide(&v, cur, 0.03);
+        changes += next != cur;
+        cur = next;
     }
+    CU_ASSERT_EQUAL(cur, MS_AUTO_ZSTD1);
+    CU_ASSERT_EQUAL(changes, 1);
+    /* Jitter of 4% around the threshold where lz4 stops being within 3% of
+     * zstd:1 does not flap either: leaving lz4 needs 6%. */
+    v = typical(125 * MB, 2);
+    v.ratio[MS_AUTO_ZSTD1] = 0.5 / 1.03; /* zstd:1 = 1.03 x lz4 */
+    v.cpu_rate[MS_AUTO_ZSTD3] = 50 * MB;  /* out of the running */
+    cur = MS_AUTO_LZ4;
+    changes = 0;
+    for (int i = 0; i < 100; i++) {
+        v.ratio[MS_AUTO_LZ4] = 0.5 * (i & 1 ? 1.02 : 0.98);
+        unsigned next = ms_auto_decide(&v, cur, 0.03);
+        changes += next != cur;
+        cur = next;
+    }
+    CU_ASSERT_EQUAL(changes, 0);
 }
 
 /* Feed the state the measurements of `v` as if workers had compressed
@@ -100,7 +121,7 @@ static void test_state_converges(void)
     ms_auto *a = ms_auto_new(&cfg);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     ms_auto_view truth = typical(12.5 * MB, 2);
-    ms_auto_link_sample(a, truth.link_rate);
+    ms_auto_link_sample(a, truth.link_rate, true);
     /* Each compressor is tried first, before anything is known. */
     bool seen[MS_AUTO_NCAND] = {0};
     for (uint64_t seq = 0; seq < 3; seq++) {
@@ -126,7 +147,7 @@ static void test_exploration_and_stats(void)
     ms_auto *a = ms_auto_new(&cfg);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     ms_auto_view truth = typical(12.5 * MB, 2);
-    ms_auto_link_sample(a, truth.link_rate);
+    ms_auto_link_sample(a, truth.link_rate, true);
     unsigned per[MS_AUTO_NCAND] = {0};
     for (uint64_t seq = 0; seq < 3 + 160; seq++) {
         unsigned c = ms_auto_pick(a, seq);
@@ -147,7 +168,9 @@ static void test_exploration_and_stats(void)
     }
     CU_ASSERT_EQUAL(st.explored[MS_AUTO_LZ4] + st.explored[MS_AUTO_ZSTD1] + st.explored[MS_AUTO_ZSTD3],
                     3 + 160 / 8);
-    CU_ASSERT_EQUAL(st.switches, 1); /* none -> zstd:3 once, then steady */
+    /* none -> lz4 -> zstd:1 -> zstd:3 as each is first measured, then steady
+     * through the exploration. */
+    CU_ASSERT_EQUAL(st.switches, 3);
 
     /* The data turns incompressible: exploration notices and auto moves to none. */
     for (unsigned c = 1; c < MS_AUTO_NCAND; c++)
@@ -166,7 +189,7 @@ static void test_link_samples(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     ms_auto_view v;
     /* The cap bounds every sample. */
-    ms_auto_link_sample(a, 500 * MB);
+    ms_auto_link_sample(a, 500 * MB, true);
     ms_auto_get_view(a, &v);
     CU_ASSERT_DOUBLE_EQUAL(v.link_rate, 100 * MB, 1);
     /* zstd:3, at 20 MB/s of input for a 0.3 ratio, is CPU-bound on this
@@ -179,26 +202,58 @@ static void test_link_samples(void)
     ms_auto_stats st;
     ms_auto_get_stats(a, &st);
     CU_ASSERT_EQUAL(st.current, MS_AUTO_NONE); /* 100 MB/s as is beats 20 of zstd:3 */
-    ms_auto_link_sample(a, 10 * MB); /* none is never CPU-bound: the link is slow */
+    ms_auto_link_sample(a, 10 * MB, true); /* none is never CPU-bound: the link is slow */
     ms_auto_get_view(a, &v);
     CU_ASSERT_DOUBLE_EQUAL(v.link_rate, 55 * MB, 1);
-    ms_auto_link_sample(a, 2 * MB);
-    ms_auto_link_sample(a, 2 * MB);
+    ms_auto_link_sample(a, 2 * MB, true);
+    ms_auto_link_sample(a, 2 * MB, true);
     ms_auto_get_stats(a, &st);
     CU_ASSERT_EQUAL(st.current, MS_AUTO_ZSTD3);
     ms_auto_get_view(a, &v);
     double before = v.link_rate;
-    ms_auto_link_sample(a, 1 * MB); /* CPU-bound now? link ~14 MB/s vs 20 MB/s * 0.33 */
+    ms_auto_link_sample(a, 1 * MB, true); /* CPU-bound now? link ~14 MB/s vs 20 MB/s * 0.33 */
     ms_auto_get_view(a, &v);
     bool cpu_bound = 20 * MB < before / truth.ratio[MS_AUTO_ZSTD3];
     CU_ASSERT_EQUAL(v.link_rate == before, cpu_bound);
+    /* A wire that was not saturated tells only a lower bound. */
+    ms_auto_link_sample(a, 0.5 * MB, false);
+    ms_auto_view lb;
+    ms_auto_get_view(a, &lb);
+    CU_ASSERT_EQUAL(lb.link_rate, v.link_rate);
+    ms_auto_link_sample(a, 90 * MB, false);
+    ms_auto_get_view(a, &lb);
+    CU_ASSERT(lb.link_rate > v.link_rate);
+    v = lb;
     /* Junk samples are ignored. */
-    ms_auto_link_sample(a, NAN);
-    ms_auto_link_sample(a, -1);
-    ms_auto_link_sample(a, 0);
+    ms_auto_link_sample(a, NAN, true);
+    ms_auto_link_sample(a, -1, true);
+    ms_auto_link_sample(a, 0, true);
     ms_auto_view after;
     ms_auto_get_view(a, &after);
     CU_ASSERT_EQUAL(after.link_rate, v.link_rate);
+    ms_auto_free(a);
+}
+
+static void test_unknown_link(void)
+{
+    ms_auto_config cfg = {.workers = 2};
+    ms_auto *a = ms_auto_new(&cfg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    ms_auto_view truth = typical(0, 2);
+    for (unsigned c = 1; c < MS_AUTO_NCAND; c++)
+        feed(a, &truth, c);
+    /* A producer-bound wire at 40 MB/s says nothing of the link: none stays. */
+    ms_auto_link_sample(a, 40 * MB, false);
+    ms_auto_view v;
+    ms_auto_get_view(a, &v);
+    CU_ASSERT_EQUAL(v.link_rate, 0);
+    ms_auto_stats st;
+    ms_auto_get_stats(a, &st);
+    CU_ASSERT_EQUAL(st.current, MS_AUTO_NONE);
+    /* Saturated at 40 MB/s: the link is slow, compress hard. */
+    ms_auto_link_sample(a, 40 * MB, true);
+    ms_auto_get_stats(a, &st);
+    CU_ASSERT_EQUAL(st.current, MS_AUTO_ZSTD3);
     ms_auto_free(a);
 }
 
@@ -212,7 +267,7 @@ static void test_deterministic(void)
         ms_auto_view truth = typical(40 * MB, 2);
         for (uint64_t seq = 0; seq < 300; seq++) {
             if (seq % 10 == 0)
-                ms_auto_link_sample(a, (30 + seq % 7 * 5) * MB);
+                ms_auto_link_sample(a, (30 + seq % 7 * 5) * MB, true);
             picks[run][seq] = ms_auto_pick(a, seq);
             feed(a, &truth, picks[run][seq]);
         }
@@ -246,7 +301,7 @@ static void *hammer(void *arg)
     ms_auto_view truth = typical(50 * MB, 4);
     uint64_t base = (uint64_t)(uintptr_t)arg * 10000;
     for (uint64_t i = 0; i < 10000; i++) {
-        ms_auto_link_sample(shared, 50 * MB);
+        ms_auto_link_sample(shared, 50 * MB, true);
         feed(shared, &truth, ms_auto_pick(shared, base + i));
     }
     return NULL;
@@ -280,6 +335,7 @@ MS_TEST_MAIN(ms_test_add_suite("auto", (ms_test_case[]){
                                            {"state converges", test_state_converges},
                                            {"exploration and stats", test_exploration_and_stats},
                                            {"link samples", test_link_samples},
+                                           {"unknown link", test_unknown_link},
                                            {"deterministic", test_deterministic},
                                            {"concrete chains", test_chains},
                                            {"threads", test_threads},

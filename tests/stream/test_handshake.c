@@ -147,7 +147,7 @@ static void test_hello_fields(void)
     CU_ASSERT_EQUAL(ms_hello_unpack(b, &g), MS_ERR_CORRUPT);
     expect_msg(ms_last_error(), "not NUL-terminated");
     for (unsigned off = 0; off < 3; off++) {
-        static const unsigned reserved[] = {13, 19, 150};
+        static const unsigned reserved[] = {13, 19, 18};
         ms_hello_pack(&h, b);
         b[reserved[off]] = 1;
         ms_put_le32(b + 156, XXH32(b, 156, 0));

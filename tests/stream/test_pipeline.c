@@ -233,7 +233,8 @@ static void test_tcp_channels_1_to_8(void)
 
 static void test_chains(void)
 {
-    static const char *chains[] = {"none", "lz4", "zstd:1", "zero", "zero,delta", "delta,zstd:3", "zero,delta,lz4:8"};
+    static const char *chains[] = {"none", "lz4", "zstd:1", "zero", "zero,delta", "delta,zstd:3", "zero,delta,lz4:8",
+                                   "zero,delta,auto", "auto"};
     for (size_t i = 0; i < sizeof chains / sizeof *chains; i++) {
         params p = base("fd", 3);
         p.chain = chains[i];
