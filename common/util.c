@@ -68,6 +68,8 @@ int ms_buf_reserve(ms_buf *b, size_t extra)
 
 int ms_buf_append(ms_buf *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return MS_OK; /* memcpy from a NULL source is undefined even for 0 bytes */
     int rc = ms_buf_reserve(b, n);
     if (rc)
         return rc;

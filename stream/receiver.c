@@ -684,6 +684,18 @@ static void deliver_loop(rx *r)
 
 /* ---- run ---------------------------------------------------------------- */
 
+/* Largest page store a sender may ask this receiver to keep. */
+#define MS_RX_MAX_STORE (16ull << 30)
+
+/* The sender's bound wins (the stores must evict alike); a sender that
+ * does not say (0) uses the receiver's own setting or the default. */
+static uint64_t store_bound(uint64_t from_hello, uint64_t own)
+{
+    if (from_hello)
+        return from_hello;
+    return own ? own : 64ull << 20;
+}
+
 static int setup(rx *r, const ms_session_config *cfg, const ms_hello *hello, unsigned nconns)
 {
     r->sealed = hello->flags & MS_HELLO_F_SEALED;
@@ -707,9 +719,13 @@ static int setup(rx *r, const ms_session_config *cfg, const ms_hello *hello, uns
     ms_page_coder_config pcc = {
         .stages = r->chain.stages,
         .page_size = r->ps,
-        .delta_cache_bytes = cfg->delta_cache_bytes ? cfg->delta_cache_bytes : 64ull << 20,
-        .dedup_bytes = cfg->dedup_bytes ? cfg->dedup_bytes : 64ull << 20,
+        .delta_cache_bytes = store_bound(hello->delta_cache_bytes, cfg->delta_cache_bytes),
+        .dedup_bytes = store_bound(hello->dedup_bytes, cfg->dedup_bytes),
     };
+    if (pcc.delta_cache_bytes > MS_RX_MAX_STORE || pcc.dedup_bytes > MS_RX_MAX_STORE)
+        return ms_error(MS_ERR_LIMIT, "receiver: sender asks for page stores of %llu + %llu bytes; this receiver allows at most %llu each",
+                        (unsigned long long)pcc.delta_cache_bytes, (unsigned long long)pcc.dedup_bytes,
+                        (unsigned long long)MS_RX_MAX_STORE);
     r->pc = ms_page_coder_new(&pcc);
     r->slots = calloc(r->W, sizeof *r->slots);
     r->eof = calloc(nconns, sizeof *r->eof);

@@ -1085,6 +1085,9 @@ static int handshake_all(ms_sender *s, const ms_session_config *cfg, ms_conn **c
     mine.page_size = (uint32_t)s->page_size;
     mine.flags = s->oneway ? MS_HELLO_F_ONEWAY : 0;
     ms_chain_format(&s->chain, mine.chain, sizeof mine.chain);
+    /* The receiver mirrors our page stores, so it must use our bounds. */
+    mine.delta_cache_bytes = cfg->delta_cache_bytes ? cfg->delta_cache_bytes : 64ull << 20;
+    mine.dedup_bytes = cfg->dedup_bytes ? cfg->dedup_bytes : 64ull << 20;
     /* One connection after the other: a receiver answers each hello as
      * soon as it reads it, so no channel waits for another. */
     for (unsigned i = 0; i < n; i++) {

@@ -13,9 +13,7 @@
 
 #include "ms_config.h"
 #include "tools/toolutil.h"
-#if MS_HAVE_XEN
 #include "xen/xen.h"
-#endif
 
 #define CMD "inspect"
 #define XL_MAGIC "Xen saved domain, xl format\n \0 \r"
@@ -60,7 +58,6 @@ static const char *type_name(unsigned t)
 
 static int inspect_libxc(const inspect_opts *o, int fd, bool xl_file)
 {
-#if MS_HAVE_XEN
     struct stat st;
     if (xl_file) {
         /* Hook: the xl/libxl wrapper (header, config, then the libxc stream)
@@ -101,12 +98,6 @@ static int inspect_libxc(const inspect_opts *o, int fd, bool xl_file)
     }
     munmap(map, (size_t)st.st_size);
     return rc < 0 ? ms_tool_fail(CMD, rc) : MS_EXIT_OK;
-#else
-    (void)fd;
-    fprintf(stderr, "migstream inspect: %s is a %s; this build has no Xen stream support "
-                    "(install libxen-dev and rebuild)\n", o->path, xl_file ? "`xl save` file" : "libxc stream");
-    return MS_EXIT_FAIL;
-#endif
 }
 
 /* ---- migstream records: a walk over the headers ------------------------------ */
