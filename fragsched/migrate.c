@@ -148,7 +148,8 @@ static void describe_link(ms_migration_report *rep, const ms_engine_config *cfg,
                  cfg->local_listen ? cfg->local_listen : "127.0.0.1");
     else
         snprintf(where, sizeof(where), "loopback");
-    snprintf(rep->link, sizeof(rep->link), "%s tcp x%u%s", where, n, cap);
+    /* Precisions keep the sum inside rep->link; a long netns name may be cut. */
+    snprintf(rep->link, sizeof(rep->link), "%.40s tcp x%u%.40s", where, n, cap);
 }
 
 int ms_migrate(ms_page_source *src, const ms_engine_config *cfg, ms_migration_report *rep)

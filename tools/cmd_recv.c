@@ -14,7 +14,7 @@
 #define CMD "recv"
 
 typedef struct recv_opts {
-    const char *listen, *key_file, *out, *opaque_out, *transport;
+    const char *listen, *key_file, *out, *opaque_out, *transport, *rdma_opts;
     bool discard, insecure, json, quiet;
     unsigned sessions, workers;
     uint64_t timeout_ms, accept_timeout_ms, max_image;
@@ -26,7 +26,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: migstream recv --listen HOST:PORT [--key FILE | --insecure] (--out FILE | --discard)\n"
-            "                      [--sessions N] [--transport tcp|fd] [--json] [OPTIONS]\n"
+            "                      [--sessions N] [--transport tcp|fd|rdma [--rdma-opts SPEC]]\n"
+            "                      [--json] [OPTIONS]\n"
             "\n"
             "Receive migstream sessions and rebuild the memory image each one carries.\n"
             "Prints per session: rounds, pages, bytes on the wire, ratio, time, CPU, and\n"
@@ -44,8 +45,15 @@ static void usage(FILE *f)
             "      --opaque-out FILE    append the opaque records to FILE\n"
             "  -d, --discard            keep nothing (the digest and hash checks still run)\n"
             "  -n, --sessions N         sessions to serve, 0 = until killed (default 1)\n"
-            "  -t, --transport tcp|fd   tcp (default) or fd: one session on stdin, answers on\n"
-            "                           stdout, report on stderr (for ssh or a pipe)\n"
+            "  -t, --transport tcp|fd|rdma\n"
+            "                           tcp (default); fd: one session on stdin, answers on\n"
+            "                           stdout, report on stderr (for ssh or a pipe); rdma:\n"
+            "                           RDMA (RoCE, InfiniBand, Soft-RoCE) from `replay\n"
+            "                           --transport rdma`; --listen must be an address of a\n"
+            "                           netdev with an RDMA device (Soft-RoCE cannot use\n"
+            "                           127.0.0.1)\n"
+            "      --rdma-opts SPEC     rdma tuning, e.g. slots=64,slot-size=256K,ack-timeout=18,\n"
+            "                           retry=7,zcopy-min=64K,reg-cache=16,timeout=10s (any subset)\n"
             "  -w, --workers N          decode threads (default: number of cores)\n"
             "      --timeout DUR        peer silence that ends a session (default 10s)\n"
             "      --accept-timeout DUR give up when no session arrives (default: wait)\n"
@@ -67,6 +75,7 @@ static int parse(int argc, char **argv, recv_opts *o)
         {"sessions", required_argument, NULL, 'n'}, {"transport", required_argument, NULL, 't'},
         {"workers", required_argument, NULL, 'w'},  {"timeout", required_argument, NULL, 'T'},
         {"accept-timeout", required_argument, NULL, 'A'}, {"max-image", required_argument, NULL, 'M'},
+        {"rdma-opts", required_argument, NULL, 'R'},
         {"json", no_argument, NULL, 'j'},           {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
@@ -86,6 +95,7 @@ static int parse(int argc, char **argv, recv_opts *o)
         case 'd': o->discard = true; break;
         case 'n': rc = ms_opt_uint(CMD, "--sessions", optarg, 0, 1000000, &o->sessions); break;
         case 't': o->transport = optarg; break;
+        case 'R': o->rdma_opts = optarg; break;
         case 'w': rc = ms_opt_uint(CMD, "--workers", optarg, 1, 256, &o->workers); break;
         case 'T': rc = ms_opt_duration(CMD, "--timeout", optarg, &o->timeout_ms); break;
         case 'A': rc = ms_opt_duration(CMD, "--accept-timeout", optarg, &o->accept_timeout_ms); break;
@@ -100,13 +110,11 @@ static int parse(int argc, char **argv, recv_opts *o)
     }
     if (optind != argc)
         return ms_tool_usage_error(CMD, "unexpected argument '%s'", argv[optind]), -1;
-    if (strcmp(o->transport, "tcp") && strcmp(o->transport, "fd")) {
-        if (!strcmp(o->transport, "rdma"))
-            return ms_tool_usage_error(CMD, "--transport rdma: this build has no RDMA receiver in "
-                                            "`recv` yet; use tcp or fd"), -1;
-        return ms_tool_usage_error(CMD, "--transport '%s': expected tcp or fd", o->transport), -1;
-    }
     bool fd = !strcmp(o->transport, "fd");
+    if (!fd && ms_tool_check_transport(CMD, o->transport, o->rdma_opts) < 0)
+        return -1;
+    if (fd && o->rdma_opts)
+        return ms_tool_usage_error(CMD, "--rdma-opts applies to --transport rdma only"), -1;
     if (!fd && !o->listen)
         return ms_tool_usage_error(CMD, "--listen HOST:PORT is required"), -1;
     if (fd && o->listen)
@@ -310,7 +318,7 @@ int cmd_recv(int argc, char **argv)
         rc = serve_fd(&o);
         return ms_exit_code(rc);
     }
-    if ((rc = ms_tool_listen(o.listen, o.timeout_ms, &l)) < 0)
+    if ((rc = ms_tool_listen_via(o.transport, o.rdma_opts, o.listen, o.timeout_ms, &l)) < 0)
         return ms_tool_fail(CMD, rc);
     if (!l->loopback_only && !o.have_key && !o.insecure) {
         fprintf(stderr, "migstream recv: refusing to listen on %s without a key: it is reachable from other "

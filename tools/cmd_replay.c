@@ -29,7 +29,7 @@
 enum source_kind { SRC_IMAGE, SRC_SAMPLE, SRC_STREAM };
 
 typedef struct replay_opts {
-    const char *image, *stream, *chain, *to, *key_file, *record, *transport;
+    const char *image, *stream, *chain, *to, *key_file, *record, *transport, *rdma_opts, *listen_addr;
     uint64_t sample_bytes, max_bw, timeout_ms, seed;
     unsigned rounds, channels, workers, queue_depth, frame_pages;
     double mutate;
@@ -43,13 +43,14 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: migstream replay (--image FILE | --sample SIZE | --stream FILE) [--rounds N --mutate F]\n"
             "                        [--chain CHAIN] [--channels N] [--workers N] [--to HOST:PORT]\n"
-            "                        [--transport tcp|fd] [--key FILE] [--max-bandwidth RATE]\n"
+            "                        [--transport tcp|fd|rdma [--rdma-opts SPEC]] [--listen-addr ADDR]\n"
+            "                        [--key FILE] [--max-bandwidth RATE]\n"
             "                        [--record FILE] [--json] [OPTIONS]\n"
             "\n"
             "Send a memory image through a codec chain and transport to a receiver and\n"
             "report throughput, compression ratio, CPU per side, and whether the\n"
             "receiver's reconstruction is byte-identical (image digests compared).\n"
-            "Without --to, a receiver runs in this process on loopback.\n"
+            "Without --to, a receiver runs in this process on loopback (--listen-addr).\n"
             "\n"
             "Source (one of):\n"
             "  -i, --image FILE         a memory image (e.g. saved from /proc/PID/mem)\n"
@@ -72,8 +73,19 @@ static void usage(FILE *f)
             "      --timeout DUR        peer silence that ends the session (default 10s)\n"
             "Destination:\n"
             "  -t, --to HOST:PORT       a `migstream recv` listening there (default: local)\n"
-            "      --transport tcp|fd   tcp (default); fd with --to - writes a one-way stream\n"
-            "                           to stdout (for a pipe or ssh into `recv --transport fd`)\n"
+            "      --transport tcp|fd|rdma\n"
+            "                           tcp (default); fd with --to - writes a one-way stream\n"
+            "                           to stdout (for a pipe or ssh into `recv --transport fd`);\n"
+            "                           rdma: RDMA (RoCE, InfiniBand, Soft-RoCE) to a\n"
+            "                           `recv --transport rdma`, one queue pair per channel\n"
+            "      --rdma-opts SPEC     rdma tuning, e.g. slots=64,slot-size=256K,ack-timeout=18,\n"
+            "                           retry=7,zcopy-min=64K,reg-cache=16,timeout=10s,\n"
+            "                           connect-retries=10 (any subset)\n"
+            "      --listen-addr ADDR   address of the local receiver (without --to; default\n"
+            "                           127.0.0.1). Needed with --transport rdma: Soft-RoCE\n"
+            "                           cannot use 127.0.0.1, give an address of a netdev that\n"
+            "                           has an RDMA device (e.g. the one rxe0 sits on). The\n"
+            "                           local receiver takes unsealed sessions there too\n"
             "  -k, --key FILE           pre-shared key: authenticate both ends, seal every frame\n"
             "      --record FILE        also save the encoded stream (replay it with --stream,\n"
             "                           inspect it with `migstream inspect`)\n"
@@ -97,7 +109,8 @@ static int parse(int argc, char **argv, replay_opts *o)
         {"frame-pages", required_argument, NULL, 'F'}, {"max-bandwidth", required_argument, NULL, 'b'},
         {"timeout", required_argument, NULL, 'T'},  {"to", required_argument, NULL, 't'},
         {"transport", required_argument, NULL, 'X'}, {"key", required_argument, NULL, 'k'},
-        {"record", required_argument, NULL, 'R'},   {"json", no_argument, NULL, 'j'},
+        {"record", required_argument, NULL, 'R'},   {"rdma-opts", required_argument, NULL, 'O'},
+        {"listen-addr", required_argument, NULL, 'L'}, {"json", no_argument, NULL, 'j'},
         {"quiet", no_argument, NULL, 'q'},          {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -130,6 +143,8 @@ static int parse(int argc, char **argv, replay_opts *o)
         case 'X': o->transport = optarg; break;
         case 'k': o->key_file = optarg; break;
         case 'R': o->record = optarg; break;
+        case 'O': o->rdma_opts = optarg; break;
+        case 'L': o->listen_addr = optarg; break;
         case 'j': o->json = true; break;
         case 'q': o->quiet = true; break;
         case 'h': usage(stdout); return 1;
@@ -146,11 +161,18 @@ static int parse(int argc, char **argv, replay_opts *o)
         return ms_tool_usage_error(CMD, "--rounds and --mutate do not apply to --stream (its rounds are recorded)"), -1;
     if (o->image == NULL && o->stream == NULL && o->sample_bytes < MS_PAGE_SIZE)
         return ms_tool_usage_error(CMD, "--sample must be at least one page (4K)"), -1;
-    if (!strcmp(o->transport, "rdma"))
-        return ms_tool_usage_error(CMD, "--transport rdma: `replay` cannot drive the RDMA transport in this "
-                                        "build yet; use tcp or fd"), -1;
-    if (strcmp(o->transport, "tcp") && strcmp(o->transport, "fd"))
-        return ms_tool_usage_error(CMD, "--transport '%s': expected tcp or fd", o->transport), -1;
+    bool fd = !strcmp(o->transport, "fd");
+    if (!fd && ms_tool_check_transport(CMD, o->transport, o->rdma_opts) < 0)
+        return -1;
+    if (fd && o->rdma_opts)
+        return ms_tool_usage_error(CMD, "--rdma-opts applies to --transport rdma only"), -1;
+    if (o->listen_addr && (o->to || fd))
+        return ms_tool_usage_error(CMD, "--listen-addr is for the local receiver of --transport tcp or rdma "
+                                        "(without --to)"), -1;
+    if (!strcmp(o->transport, "rdma") && !o->to && !o->listen_addr)
+        return ms_tool_usage_error(CMD, "--transport rdma without --to needs --listen-addr ADDR for the local "
+                                        "receiver: an address of a netdev with an RDMA device (Soft-RoCE "
+                                        "cannot use 127.0.0.1)"), -1;
     if (!strcmp(o->transport, "fd") && o->to && strcmp(o->to, "-"))
         return ms_tool_usage_error(CMD, "--transport fd sends to stdout: use --to - (or no --to for a local "
                                         "receiver)"), -1;
@@ -477,6 +499,10 @@ static void *local_rx_main(void *arg)
         if (rc < 0)
             snprintf(r->msg, sizeof r->msg, "%s", ms_last_error());
         ms_accepted_free(&a);
+        /* Closing drops channels still queued, so a sender waiting on a
+         * receiver that gave up hears it now, not at its timeout. */
+        ms_listener_close(r->l);
+        r->l = NULL;
     } else {
         ms_hello first = {0};
         ms_session_keys *keys = calloc(r->n, sizeof *keys);
@@ -503,6 +529,16 @@ static void *local_rx_main(void *arg)
     return NULL;
 }
 
+/* "ADDR:PORT" ("[ADDR]:PORT" for an IPv6 literal) of the local receiver. */
+static int local_addr(const char *addr, unsigned port, char *out, size_t n)
+{
+    bool v6 = strchr(addr, ':') && addr[0] != '[';
+    int len = snprintf(out, n, v6 ? "[%s]:%u" : "%s:%u", addr, port);
+    if (len < 0 || (size_t)len >= n)
+        return ms_error(MS_ERR_INVAL, "--listen-addr '%.40s...' is too long", addr);
+    return MS_OK;
+}
+
 /* Sender-side connections, and the local receiver when there is no --to. */
 static int connect_all(const replay_opts *o, ms_conn **snd, local_rx *r)
 {
@@ -510,14 +546,15 @@ static int connect_all(const replay_opts *o, ms_conn **snd, local_rx *r)
     if (o->to && !strcmp(o->to, "-"))
         return ms_fd_conn_new(-1, STDOUT_FILENO, false, &snd[0]);
     if (o->to)
-        return ms_tool_connect(o->to, o->channels, o->timeout_ms, snd);
+        return ms_tool_connect_via(o->transport, o->rdma_opts, o->to, o->channels, o->timeout_ms, snd);
     r->n = o->channels;
-    if (!strcmp(o->transport, "tcp")) {
-        char port[16];
-        if ((rc = ms_tool_listen("127.0.0.1:0", o->timeout_ms, &r->l)) < 0)
+    if (strcmp(o->transport, "fd")) {
+        char where[300];
+        if ((rc = local_addr(o->listen_addr ? o->listen_addr : "127.0.0.1", 0, where, sizeof where)) < 0 ||
+            (rc = ms_tool_listen_via(o->transport, o->rdma_opts, where, o->timeout_ms, &r->l)) < 0 ||
+            (rc = local_addr(o->listen_addr ? o->listen_addr : "127.0.0.1", r->l->port, where, sizeof where)) < 0)
             return rc;
-        snprintf(port, sizeof port, "127.0.0.1:%u", r->l->port);
-        return ms_tool_connect(port, o->channels, o->timeout_ms, snd);
+        return ms_tool_connect_via(o->transport, o->rdma_opts, where, o->channels, o->timeout_ms, snd);
     }
     for (unsigned i = 0; i < o->channels; i++) {
         int sv[2];
@@ -670,6 +707,10 @@ static int run(replay_opts *o, source *src, local_rx *lr, outcome *out, ms_sende
     if ((rc = connect_all(o, snd, lr)) < 0)
         goto out;
     lr->cfg = session_cfg(o, NULL);
+    /* Our own sender is the peer, even when --listen-addr is reachable from
+     * other hosts (as rdma needs): a stranger could at worst spoil the
+     * comparison, which then reports DIFFERS. */
+    lr->cfg.insecure = true;
     if (!o->to) {
         if (pthread_create(&lr->thread, NULL, local_rx_main, lr)) {
             rc = ms_error(MS_ERR_NOMEM, "cannot start the local receiver");
@@ -774,7 +815,7 @@ int cmd_replay(int argc, char **argv)
         pthread_join(lr.thread, NULL);
         /* The receiver's own error is the better explanation when it failed
          * first (it told the sender, whose message then says "aborted"). */
-        if (lr.rc < 0 && (rc == MS_OK || rc == MS_ERR_ABORTED)) {
+        if (lr.rc < 0 && (rc == MS_OK || rc == MS_ERR_ABORTED || rc == MS_ERR_CLOSED)) {
             out.rc = rc = lr.rc;
             snprintf(out.msg, sizeof out.msg, "receiver: %.500s", lr.msg);
         }
@@ -786,7 +827,8 @@ int cmd_replay(int argc, char **argv)
         out.src_digest = ms_page_hashes_digest(src.hash, src.npages);
         out.pages = src.npages;
     }
-    out.local = !o.to;
+    /* No receiver digest to show when the local receiver never started. */
+    out.local = !o.to && lr.started;
     out.rx_digest = ms_digest_sink_value(&lr.digest);
     out.tx = s ? ms_sender_stats(s) : &empty;
     out.rx = out.local ? &lr.stats : NULL;

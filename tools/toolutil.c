@@ -7,7 +7,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ms_config.h"
 #include "tcp/tcp.h"
+#if MS_HAVE_RDMA
+#include "rdma/rdma.h"
+#endif
 
 int ms_tool_fail(const char *cmd, int rc)
 {
@@ -176,6 +180,89 @@ int ms_tool_listen(const char *hostport, uint64_t timeout_ms, ms_listener **l)
     if (rc < 0)
         return rc;
     return ms_tcp_listen(host, port, &opt, l);
+}
+
+/* ---- transports by name -------------------------------------------------- */
+
+/* Soft-RoCE retransmits even on one host, so a peer that is still starting
+ * its listener gets a few more chances than over tcp. */
+#define RDMA_CONNECT_RETRIES 10u
+
+#if MS_HAVE_RDMA
+static int rdma_opts(const char *spec, uint64_t timeout_ms, ms_rdma_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->timeout_ms = timeout_ms;
+    o->connect_retries = RDMA_CONNECT_RETRIES;
+    int rc = spec ? ms_rdma_options_parse(spec, o) : MS_OK;
+    return rc < 0 ? ms_error_wrap(rc, "--rdma-opts") : MS_OK;
+}
+#endif
+
+int ms_tool_check_transport(const char *cmd, const char *transport, const char *rdma_opts_spec)
+{
+    bool rdma = !strcmp(transport, "rdma");
+    if (!rdma && strcmp(transport, "tcp")) {
+        ms_tool_usage_error(cmd, "--transport '%s': expected tcp, fd or rdma", transport);
+        return ms_error(MS_ERR_INVAL, "--transport '%s': expected tcp, fd or rdma", transport);
+    }
+    if (!rdma && rdma_opts_spec) {
+        ms_tool_usage_error(cmd, "--rdma-opts applies to --transport rdma only");
+        return ms_error(MS_ERR_INVAL, "--rdma-opts applies to --transport rdma only");
+    }
+#if MS_HAVE_RDMA
+    if (rdma) {
+        ms_rdma_options o;
+        if (rdma_opts(rdma_opts_spec, 0, &o) < 0) {
+            fprintf(stderr, "migstream %s: %s (see migstream %s --help)\n", cmd, ms_last_error(), cmd);
+            return MS_ERR_INVAL;
+        }
+    }
+#else
+    if (rdma) {
+        fprintf(stderr, "migstream %s: --transport rdma: %s\n", cmd, MS_TOOL_NO_RDMA_MSG);
+        return ms_error(MS_ERR_UNSUPPORTED, "%s", MS_TOOL_NO_RDMA_MSG);
+    }
+#endif
+    return MS_OK;
+}
+
+int ms_tool_connect_via(const char *transport, const char *rdma_opts_spec, const char *hostport, unsigned n,
+                        uint64_t timeout_ms, ms_conn **conns)
+{
+    if (strcmp(transport, "rdma"))
+        return ms_tool_connect(hostport, n, timeout_ms, conns);
+#if MS_HAVE_RDMA
+    ms_rdma_options o;
+    int rc = rdma_opts(rdma_opts_spec, timeout_ms, &o);
+    if (rc == MS_OK && (rc = ms_rdma_available()) < 0)
+        ms_error_wrap(rc, "--transport rdma to %s", hostport);
+    if (rc == MS_OK)
+        rc = ms_rdma_connect_n(hostport, n, &o, conns);
+    return rc;
+#else
+    (void)rdma_opts_spec, (void)hostport, (void)n, (void)timeout_ms, (void)conns;
+    return ms_error(MS_ERR_UNSUPPORTED, "%s", MS_TOOL_NO_RDMA_MSG);
+#endif
+}
+
+int ms_tool_listen_via(const char *transport, const char *rdma_opts_spec, const char *hostport, uint64_t timeout_ms,
+                       ms_listener **l)
+{
+    if (strcmp(transport, "rdma"))
+        return ms_tool_listen(hostport, timeout_ms, l);
+#if MS_HAVE_RDMA
+    ms_rdma_options o;
+    int rc = rdma_opts(rdma_opts_spec, timeout_ms, &o);
+    if (rc == MS_OK && (rc = ms_rdma_available()) < 0)
+        ms_error_wrap(rc, "--transport rdma on %s", hostport);
+    if (rc == MS_OK)
+        rc = ms_rdma_listen_str(hostport, &o, l);
+    return rc;
+#else
+    (void)rdma_opts_spec, (void)hostport, (void)timeout_ms, (void)l;
+    return ms_error(MS_ERR_UNSUPPORTED, "%s", MS_TOOL_NO_RDMA_MSG);
+#endif
 }
 
 /* ---- sample image ------------------------------------------------------- */

@@ -44,6 +44,24 @@ int ms_tool_connect(const char *hostport, unsigned n, uint64_t timeout_ms, ms_co
 /* Listen on "host:port" (port 0 picks one). */
 int ms_tool_listen(const char *hostport, uint64_t timeout_ms, ms_listener **l);
 
+/* The network transports behind --transport: "tcp", and "rdma" when this
+ * build has it (MS_HAVE_RDMA). Check a tool's --transport NAME and
+ * --rdma-opts SPEC (NULL when not given) at option time: MS_OK, or a usage
+ * message printed and MS_ERR_INVAL (MS_ERR_UNSUPPORTED for rdma in a build
+ * without it). Other transports (fd) are the caller's to handle first. */
+int ms_tool_check_transport(const char *cmd, const char *transport, const char *rdma_opts);
+/* ms_tool_connect / ms_tool_listen over `transport`. For rdma, --timeout
+ * and a few connect retries are the defaults that rdma_opts may override,
+ * and a machine without an RDMA device fails at once with MS_ERR_UNSUPPORTED
+ * ("no RDMA device ...") rather than in the connection manager. */
+int ms_tool_connect_via(const char *transport, const char *rdma_opts, const char *hostport, unsigned n,
+                        uint64_t timeout_ms, ms_conn **conns);
+int ms_tool_listen_via(const char *transport, const char *rdma_opts, const char *hostport, uint64_t timeout_ms,
+                       ms_listener **l);
+/* What `--transport rdma` prints in a build without the RDMA transport. */
+#define MS_TOOL_NO_RDMA_MSG \
+    "this build has no RDMA transport: install libibverbs-dev and librdmacm-dev and rebuild (meson feature rdma)"
+
 /* The built-in sample: page `pfn` at version `version` (0 = as first
  * sent); zero pages, text, pointer-rich structures and random bytes in
  * about the proportions of a running guest. Deterministic for a seed, so a

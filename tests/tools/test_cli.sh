@@ -190,6 +190,43 @@ kill -CONT $SPID 2>/dev/null
 timeout 30 tail --pid=$SPID -f /dev/null; wait $SPID; src=$?
 [ $src != 0 ] && [ $rrc = 4 ] && grep -q "timed out" "$T/recv.out" && ok || bad "recv exit $rrc: $(cat "$T/recv.out")"
 
+# ---- rdma ---------------------------------------------------------------------
+step "--help of replay and recv documents rdma"
+{ "$M" replay --help | grep -q -- "--transport tcp|fd|rdma" && "$M" replay --help | grep -q -- "--rdma-opts SPEC" &&
+  "$M" replay --help | grep -q -- "--listen-addr ADDR" && "$M" recv --help | grep -q -- "--transport tcp|fd|rdma" &&
+  "$M" recv --help | grep -q -- "--rdma-opts SPEC"; } && ok || bad "rdma options missing from --help"
+
+# Without an RDMA device (or without the transport built in) both tools must
+# say so at once and fail, never wait on the connection manager.
+if ls /sys/class/infiniband/* >/dev/null 2>&1; then
+    step "replay/recv --transport rdma without a device"; echo "skipped (this host has an RDMA device)"
+else
+    rdma_why='no RDMA device|this build has no RDMA transport'
+    step "replay --transport rdma: clear failure within seconds"
+    t0=$(date +%s.%N)
+    timeout 10 "$M" replay --sample 1M --transport rdma --to 192.0.2.1:7010 --timeout 2s -q \
+        >"$T/rdma.out" 2>"$T/rdma.err"; rc=$?
+    t1=$(date +%s.%N)
+    [ $rc != 0 ] && [ $rc != 124 ] && grep -Eq "^migstream replay: .*($rdma_why)" "$T/rdma.err" &&
+        awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(b - a < 5) }' && ok || bad "rc=$rc: $(cat "$T/rdma.err")"
+
+    step "replay --transport rdma, local receiver: clear failure"
+    timeout 10 "$M" replay --sample 1M --transport rdma --listen-addr 127.0.0.1 -q >/dev/null 2>"$T/rdma.err"; rc=$?
+    [ $rc != 0 ] && [ $rc != 124 ] && grep -Eq "$rdma_why" "$T/rdma.err" && ok || bad "rc=$rc: $(cat "$T/rdma.err")"
+
+    step "recv --transport rdma: clear failure"
+    timeout 10 "$M" recv --transport rdma --listen 127.0.0.1:0 --discard -q >/dev/null 2>"$T/rdma.err"; rc=$?
+    [ $rc != 0 ] && [ $rc != 124 ] && grep -Eq "^migstream recv: .*($rdma_why)" "$T/rdma.err" && ok ||
+        bad "rc=$rc: $(cat "$T/rdma.err")"
+fi
+
+step "rdma usage errors exit 2"
+timeout 10 "$M" replay --sample 1M --transport rdma >/dev/null 2>"$T/u1"; u1=$?
+timeout 10 "$M" replay --sample 1M --rdma-opts slots=8 >/dev/null 2>&1; u2=$?
+timeout 10 "$M" recv --listen 127.0.0.1:0 --discard --transport rdma --rdma-opts bogus=1 >/dev/null 2>&1; u3=$?
+[ $u1 = 2 ] && [ $u2 = 2 ] && [ $u3 = 2 ] && grep -Eq -- "--listen-addr|this build has no RDMA" "$T/u1" && ok ||
+    bad "exit codes $u1 $u2 $u3: $(cat "$T/u1")"
+
 if [ $fails -ne 0 ]; then
     echo "$fails check(s) failed"
     exit 1

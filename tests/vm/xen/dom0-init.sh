@@ -162,7 +162,13 @@ migrate() {
   ms=$((t1 - t0))
   wire=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' $out/$step.wire 2>/dev/null)
   d1=$(xl domid $g 2>/dev/null)
-  leftover=$(xl list 2>/dev/null | awk '$1 ~ /--incoming$/ { print $1 }')
+  # After a failure the sender's xl may return before the receiver has torn
+  # down the half-built domain: give it time before calling it left behind.
+  n=0
+  while leftover=$(xl list 2>/dev/null | awk '$1 ~ /--incoming$/ { print $1 }') && [ -n "$leftover" ] && [ $n -lt 30 ]; do
+    n=$((n + 2))
+    sleep 2
+  done
   [ -n "$leftover" ] && xl destroy "$leftover" >/dev/null 2>&1
   wait_counter $g $((c0 + 5)) 60 && running=yes || running=no
   c1=$(counter $g)
