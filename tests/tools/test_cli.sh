@@ -15,15 +15,26 @@ json_field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" | head -1; }
 
 # Start `recv` in the background; sets RPID and PORT.
 start_recv() {
+    # Truncate first: the child truncates only when it starts, and reading a
+    # previous step's "listening on" line would send us to a dead port.
+    : >"$T/recv.out"; : >"$T/recv.err"
     "$M" recv --listen 127.0.0.1:0 --quiet "$@" >"$T/recv.out" 2>"$T/recv.err" &
     RPID=$!
     PORT=
-    for _ in $(seq 100); do
+    for _ in $(seq 400); do
         PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$T/recv.err")
         [ -n "$PORT" ] && return 0
         sleep 0.05
     done
     return 1
+}
+
+# Wait up to 30 s for recv to end; a recv still running then is killed, so a
+# failed step can never hang the suite. Returns recv's exit status.
+reap_recv() {
+    timeout 30 tail --pid=$RPID -f /dev/null
+    kill -0 $RPID 2>/dev/null && { echo "recv still running after 30 s: killed" >&2; kill -9 $RPID; }
+    wait $RPID
 }
 
 # ---- usage ------------------------------------------------------------------
@@ -68,7 +79,7 @@ step "recv <- replay --to with a key: digests agree"
 start_recv --key "$T/key" --out "$T/out.img" --json || bad "recv did not start"
 out=$(timeout 60 "$M" replay --sample 16M --rounds 3 --channels 4 --key "$T/key" --to 127.0.0.1:$PORT --record "$T/rec" --json)
 rc=$?
-timeout 30 tail --pid=$RPID -f /dev/null; wait $RPID; rrc=$?
+reap_recv; rrc=$?
 src=$(echo "$out" | json_field source_digest)
 cp "$T/recv.out" "$T/recv.json"
 dst=$(json_field image_digest <"$T/recv.json")
@@ -79,7 +90,7 @@ step "recv --out writes the image byte for byte"
 start_recv --out "$T/copy.img" || bad "recv did not start"
 timeout 60 "$M" replay --image "$T/img" --channels 3 --to 127.0.0.1:$PORT --quiet >/dev/null 2>&1
 rc=$?
-timeout 30 tail --pid=$RPID -f /dev/null; wait $RPID; rrc=$?
+reap_recv; rrc=$?
 size=$(stat -c %s "$T/img")
 pages=$(( (size + 4095) / 4096 ))
 # The last page is zero-padded: the copy is whole pages, the image's bytes then zeros.
@@ -139,7 +150,7 @@ timeout 30 "$M" replay --sample 1M --key "$T/key2" --to 127.0.0.1:$PORT --quiet 
 wrc=$?
 timeout 30 "$M" replay --sample 1M --key "$T/key" --to 127.0.0.1:$PORT --quiet >/dev/null 2>&1
 grc=$?
-timeout 30 tail --pid=$RPID -f /dev/null; wait $RPID; rrc=$?
+reap_recv; rrc=$?
 [ $wrc = 5 ] && [ $grc = 0 ] && [ $rrc = 0 ] && grep -q '"result":"ok"' "$T/recv.out" &&
     grep -q "dropped connection" "$T/recv.err" && ok || bad "wrong=$wrc good=$grc recv=$rrc"
 step "key on one side only: refused on both"
@@ -174,7 +185,7 @@ SPID=$!
 sleep 1
 kill -9 $SPID
 t0=$(date +%s.%N)
-timeout 30 tail --pid=$RPID -f /dev/null; wait $RPID; rrc=$?
+reap_recv; rrc=$?
 t1=$(date +%s.%N)
 [ $rrc != 0 ] && grep -q '"result":"error"' "$T/recv.out" && grep -qE 'truncated|closed' "$T/recv.out" &&
     awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(b - a < 4) }' && ok || bad "recv exit $rrc: $(cat "$T/recv.out")"
@@ -185,7 +196,7 @@ start_recv --discard --timeout 1500ms --json || bad "recv did not start"
 SPID=$!
 sleep 0.7
 kill -STOP $SPID
-timeout 30 tail --pid=$RPID -f /dev/null; wait $RPID; rrc=$?
+reap_recv; rrc=$?
 kill -CONT $SPID 2>/dev/null
 timeout 30 tail --pid=$SPID -f /dev/null; wait $SPID; src=$?
 [ $src != 0 ] && [ $rrc = 4 ] && grep -q "timed out" "$T/recv.out" && ok || bad "recv exit $rrc: $(cat "$T/recv.out")"

@@ -288,6 +288,7 @@ EOF
   rm -f "$disk"
   truncate -s 1G "$disk"
   log "attempt $attempt: dom0 initrd $(du -h "$work/dom0.cpio" | cut -f1), steps: $st"
+  : >"$logf"
   timeout --kill-after=10 "$budget" qemu-system-x86_64 -accel "${MS_QEMU_ACCEL:-tcg}" -nographic -no-reboot -m 2048 -smp 2 \
     -cpu "${MS_QEMU_CPU:-max,-fsgsbase}" -monitor none -serial stdio -net none \
     -drive "file=$disk,format=raw,if=virtio" \
