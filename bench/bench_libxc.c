@@ -100,14 +100,15 @@ int main(int argc, char **argv)
     for (int i = 0; i < reps; i++) {
         static const ms_xc_reader_cb nop = {.opaque = nop_opaque, .pages = nop_pages};
         uint64_t pages = 0;
-        ms_xc_reader *r;
-        ms_xc_writer *w;
+        ms_xc_reader *r = NULL;
+        ms_xc_writer *w = NULL;
         uint64_t t0 = ms_now_ns();
         int rc = ms_xc_reader_new(&nop, &pages, 0, &r);
         if (!rc)
             rc = push_all(r, &s, chunk);
         uint64_t t1 = ms_now_ns();
         ms_xc_reader_free(r);
+        r = NULL;
         o.len = 0;
         uint64_t t2 = ms_now_ns();
         if (!rc)

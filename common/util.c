@@ -85,6 +85,15 @@ void ms_buf_free(ms_buf *b)
     b->len = b->cap = 0;
 }
 
+/* A double that fits a uint64_t (converting one that does not is undefined). */
+static int to_u64(double v, uint64_t *out)
+{
+    if (!(v >= 0) || v >= 18446744073709551616.0)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
 /* Number followed by an optional unit; returns the unit text. */
 static int split_number(const char *s, double *num, const char **unit)
 {
@@ -114,10 +123,8 @@ int ms_parse_size(const char *s, uint64_t *out)
     if (split_number(s, &n, &u))
         return -1;
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-        if (!strcasecmp(u, units[i].u)) {
-            *out = (uint64_t)(n * units[i].m);
-            return 0;
-        }
+        if (!strcasecmp(u, units[i].u))
+            return to_u64(n * units[i].m, out);
     return -1;
 }
 
@@ -143,10 +150,8 @@ int ms_parse_rate(const char *s, uint64_t *bytes_per_s)
     else if (ul >= 2 && !strcasecmp(unit + ul - 2, "ps"))
         unit[ul - 2] = 0;
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-        if (!strcasecmp(unit, units[i].u)) {
-            *bytes_per_s = (uint64_t)(n * units[i].m);
-            return 0;
-        }
+        if (!strcasecmp(unit, units[i].u))
+            return to_u64(n * units[i].m, bytes_per_s);
     return -1;
 }
 
@@ -157,12 +162,10 @@ int ms_parse_duration_ms(const char *s, uint64_t *ms)
     if (split_number(s, &n, &u))
         return -1;
     if (!*u || !strcasecmp(u, "s"))
-        *ms = (uint64_t)(n * 1000);
-    else if (!strcasecmp(u, "ms"))
-        *ms = (uint64_t)n;
-    else if (!strcasecmp(u, "m") || !strcasecmp(u, "min"))
-        *ms = (uint64_t)(n * 60000);
-    else
-        return -1;
-    return 0;
+        return to_u64(n * 1000, ms);
+    if (!strcasecmp(u, "ms"))
+        return to_u64(n, ms);
+    if (!strcasecmp(u, "m") || !strcasecmp(u, "min"))
+        return to_u64(n * 60000, ms);
+    return -1;
 }

@@ -15,7 +15,7 @@ ninja -C "$dir" || exit 1
 mkdir -p artifacts
 fail=0 ran=0
 for t in "$dir"/fuzz/fuzz_*; do
-  [ -x "$t" ] || continue
+  [ -f "$t" ] && [ -x "$t" ] || continue
   name=$(basename "$t")
   mkdir -p "fuzz-corpus/$name"
   echo "=== $name for ${secs}s"
