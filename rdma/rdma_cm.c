@@ -67,7 +67,7 @@ static int parse_uint(const char *key, const char *v, unsigned lo, unsigned hi, 
 
 static int parse_item(const char *key, const char *v, ms_rdma_options *o)
 {
-    unsigned u;
+    unsigned u = 0;
     uint64_t x;
     int rc = MS_OK;
     if (!strcmp(key, "slots")) {

@@ -580,7 +580,7 @@ static int new_source(const ms_trace_opts *opts, ms_page_source **sp)
 int ms_trace_source_open_mem(const void *data, size_t len, const ms_trace_opts *opts, ms_page_source **out)
 {
     *out = NULL;
-    ms_page_source *s;
+    ms_page_source *s = NULL;
     int rc = new_source(opts, &s);
     if (rc)
         return rc;
@@ -631,7 +631,7 @@ int ms_trace_source_open(const char *path, const ms_trace_opts *opts, ms_page_so
         close(fd);
         return ms_error(MS_ERR_INVAL, "trace %s: not a regular file", path);
     }
-    ms_page_source *s;
+    ms_page_source *s = NULL;
     int rc = new_source(opts, &s);
     if (rc) {
         close(fd);

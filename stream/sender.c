@@ -487,7 +487,7 @@ int ms_sender_pages(ms_sender *s, uint32_t round, uint32_t fragment, const uint6
     for (size_t i = 0; i < count && rc == MS_OK;) {
         size_t n = count - i < s->frame_pages ? count - i : s->frame_pages;
         ms_stage_stats st = {0};
-        sframe *f;
+        sframe *f = NULL;
         if ((rc = get_free_frame(s, &f)) < 0)
             break;
         rc = build_pages(s, f, round, fragment, pfns + i, (const uint8_t *)pages + i * s->page_size, n, &st);
@@ -516,7 +516,7 @@ int ms_sender_opaque(ms_sender *s, uint32_t round, const void *data, size_t len)
         return rc;
     for (size_t off = 0; off < len && rc == MS_OK;) {
         size_t n = len - off < chunk ? len - off : chunk;
-        sframe *f;
+        sframe *f = NULL;
         if ((rc = get_free_frame(s, &f)) < 0)
             break;
         if ((rc = ms_buf_reserve(&f->stage, n + MS_SEAL_TAG_SIZE)) < 0) {
@@ -630,7 +630,7 @@ int ms_sender_finish(ms_sender *s)
 {
     double t0 = ms_thread_cpu_s();
     uint8_t body[MS_END_SIZE];
-    sframe *f;
+    sframe *f = NULL;
     int rc = MS_OK;
 
     if (s->c.finished)

@@ -163,8 +163,8 @@ static bool children_flag;
 static int parse_one(migrate_args *a, int c, const char *v)
 {
     uint64_t u;
-    unsigned n;
-    double d;
+    unsigned n = 0;
+    double d = 0;
     int rc;
     switch (c) {
     case OPT_POLICY: return parse_policies(a, v);

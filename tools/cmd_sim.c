@@ -123,7 +123,7 @@ static const struct option opts[] = {
 static int parse_one(sim_args *a, int c, const char *v)
 {
     uint64_t u;
-    double d;
+    double d = 0;
     int rc;
     switch (c) {
     case O_MODEL: a->model = v; return MS_OK;

@@ -52,7 +52,7 @@ int ms_opt_u64(const char *cmd, const char *opt, const char *arg, uint64_t *out)
 
 int ms_opt_uint(const char *cmd, const char *opt, const char *arg, unsigned min, unsigned max, unsigned *out)
 {
-    uint64_t v;
+    uint64_t v = 0;
     char want[64];
     snprintf(want, sizeof want, "an integer in %u..%u", min, max);
     if (ms_opt_u64(cmd, opt, arg, &v) < 0 || v < min || v > max)
