@@ -120,9 +120,9 @@ start_guest() { # NAME TYPE
     echo "xl create failed: $(grep -i error $out/create-$1.log | head -2 | tr '\n' ' ')"
     return 1
   fi
-  result_line "create-$1 xl_create_ms=$(($(now_ms) - tc))"
+  echo "step=create-$1 xl_create_ms=$(($(now_ms) - tc))" >>$out/results.txt
   wait_counter $1 2 "$MS_BOOT_WAIT" && return 0
-  echo "no counter within ${MS_BOOT_WAIT}s: $(tail -3 /var/log/xen/console/guest-$1.log 2>/dev/null | tr '\n' ' ')"
+  echo "no counter within ${MS_BOOT_WAIT}s ($(xl list $1 2>&1 | tail -1 | tr -s ' ')): $(grep -E 'panic|MSGUEST|Oops|RIP:' /var/log/xen/console/guest-$1.log 2>/dev/null | tail -3 | tr '\r\n' '  ')"
   return 1
 }
 
