@@ -127,6 +127,10 @@ start_guest() { # NAME TYPE
 }
 
 # ---- live-migration steps --------------------------------------------------------
+# lo_bytes: bytes received on dom0's loopback, where the tcp steps' side
+# connections run (headers included: what a link would carry). Nothing
+# else in dom0 uses the network.
+lo_bytes() { awk -F'[: ]+' '$2 == "lo" { print $3 }' /proc/net/dev; }
 preload_env=""
 [ -n "$MS_PRELOAD" ] && preload_env="LD_PRELOAD=$MS_PRELOAD"
 
@@ -155,11 +159,13 @@ migrate() {
   for a in "$@"; do case $a in MIGSTREAM_RECORD=*) rec=${a#MIGSTREAM_RECORD=} ;; esac; done
   rune="/bin/mscount $out/$step.wire $tee | $recv xl -vv migrate-receive"
   echo "env $preload_env $* xl -vv migrate -s \"\" $g \"$rune\"" >$out/$step.cmd
+  lo0=$(lo_bytes)
   t0=$(now_ms)
   env $preload_env "$@" timeout -s KILL "$MS_TIMEOUT" xl -vv migrate -s "" $g "$rune" >$out/$step.log 2>&1
   rc=$?
   t1=$(now_ms)
   ms=$((t1 - t0))
+  lo=$(($(lo_bytes) - lo0))
   wire=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' $out/$step.wire 2>/dev/null)
   d1=$(xl domid $g 2>/dev/null)
   # After a failure the sender's xl may return before the receiver has torn
@@ -179,7 +185,7 @@ migrate() {
     [ -f "$f" ] && stat="$stat $(msxcstat $f 2>&1 | tr ' ' '\n' | grep -E '^(rounds|data_pages|zero_pages|resent_pages|round_pages)=' | tr '\n' ' ')"
     case $f in /tmp/*) rm -f "$f" ;; esac
   done
-  result_line "$step rc=$rc time_ms=$ms wire_bytes=${wire:-?} downtime_ms=$down counter=$c0..$c1 $contig domid=$d0..${d1:-none}$stat$(ms_stats $out/$step.log)"
+  result_line "$step rc=$rc time_ms=$ms wire_bytes=${wire:-?} lo_bytes=$lo downtime_ms=$down counter=$c0..$c1 $contig domid=$d0..${d1:-none}$stat$(ms_stats $out/$step.log)"
   detail="rc=$rc ${ms}ms wire=${wire:-?}B downtime=${down}ms counter $c0->$c1 ($contig) domid $d0->${d1:-none}"
   if [ $rc -eq 137 ]; then
     step_line $step FAIL "timed out after ${MS_TIMEOUT}s: $detail; $(tail -2 $out/$step.log | tr '\n' ' ')"
@@ -220,10 +226,14 @@ ms_stats() {
   awk '
     /migstream-xen sender: [0-9]+ round/ { for (i = 1; i <= NF; i++) if ($i ~ /^round/) r = $(i - 1); snd = 1; next }
     snd && $1 == "total" { p = $2; raw = $4; wire = $8; ratio = $12; snd = 0 }
-    /fragmented schedule stops/ { stop = 1 }
+    /fragmented schedule stops/ {
+      stop = 1
+      if (match($0, /[0-9]+ held back/)) held = substr($0, RSTART, RLENGTH - 10)
+      if (match($0, /stops (at|after) round [0-9]+/)) { sr = substr($0, RSTART, RLENGTH); sub(/.* /, "", sr) }
+    }
     END {
       if (r != "") printf " ms_rounds=%s ms_pages=%s ms_raw_mib=%s ms_wire_mib=%s ms_ratio=%s", r, p, raw, wire, ratio
-      if (stop) printf " ms_frag_stop=1"
+      if (stop) printf " ms_frag_stop_round=%s ms_frag_held_back=%s", sr, held
     }' "$1"
 }
 

@@ -423,13 +423,18 @@ awk '
   function v(k,   i, kv) { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) return kv[2] } return "-" }
   v("time_ms") != "-" || v("save_ms") != "-" {
     s = v("step"); w = v("wire_bytes"); if (w == "-") w = v("file_bytes")
+    # tcp steps: the side connection (dom0 loopback bytes) plus xl fd bytes.
+    if (v("lo_bytes") + 0 > 4096) w = w + v("lo_bytes")
+    if (v("rc") != "0" && v("rc") != "0/0") w = "-"
     if (s ~ /^baseline/ && w + 0 > 0 && base == "") base = w
     if (s ~ /^save-plain/ && w + 0 > 0 && sbase == "") sbase = w
     b = s ~ /^save-/ ? sbase : base
     r = (b != "" && w + 0 > 0) ? sprintf("%.2f", b / w) : "-"
     t = v("time_ms"); if (t == "-") t = v("save_ms") "+" v("restore_ms")
-    printf "%-8s %-16s %4s %12s %7s %6s %10s %8s %8s %9s %s\n", v("attempt"), s, v("rc"), w, r, v("rounds"),
-      v("data_pages"), v("zero_pages"), v("resent_pages"), v("downtime_ms"), t
+    rd = v("rounds"); if (rd == "-") rd = v("ms_rounds")
+    dp = v("data_pages"); if (dp == "-") dp = v("ms_pages")
+    printf "%-8s %-16s %4s %12s %7s %6s %10s %8s %8s %9s %s\n", v("attempt"), s, v("rc"), w, r, rd,
+      dp, v("zero_pages"), v("resent_pages"), v("downtime_ms"), t
   }' "$art/results.txt" >"$work/rows"
 {
   printf "%-8s %-16s %4s %12s %7s %6s %10s %8s %8s %9s %s\n" attempt step rc wire_bytes xbase rounds data_pages zero resent downtime_ms time_ms
