@@ -225,7 +225,7 @@ migrate() {
 ms_stats() {
   awk '
     /migstream-xen sender: [0-9]+ round/ { for (i = 1; i <= NF; i++) if ($i ~ /^round/) r = $(i - 1); snd = 1; next }
-    snd && $1 == "total" { p = $2; raw = $4; wire = $8; ratio = $12; snd = 0 }
+    snd && $1 == "total" && $2 ~ /^[0-9]+$/ && $3 == "pages" { p = $2; raw = $4; wire = $8; ratio = $12; snd = 0 }
     /fragmented schedule stops/ {
       stop = 1
       if (match($0, /[0-9]+ held back/)) held = substr($0, RSTART, RLENGTH - 10)
