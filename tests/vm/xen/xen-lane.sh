@@ -2,8 +2,9 @@
 # Xen lane: real `xl migrate` of a running guest through the migstream
 # preload, in a Xen 4.17 host VM under qemu-system-x86_64 (TCG; the host's
 # KVM cannot run Xen). See ../../../../shared/docs/xen-in-qemu.md for how this
-# boots and why each odd flag (smap=false, -cpu max,-fsgsbase,
-# tsc_mode="native") is there.
+# boots and why the odd flags (smap=false, -cpu max,-fsgsbase,
+# tsc_mode="native") are there; the quirks this lane adds are listed where
+# xen_cmdline is set (CPU pinning, no AVX).
 #
 # Usage: tests/vm/xen/xen-lane.sh [--build DIR] [--steps "a b ..."] [--runs N]
 #                                 [--no-retry] [--budget SECS] [--keep]
@@ -32,7 +33,8 @@
 #                  byte (and Xen's verify-stream-v2 must accept it)
 #   save-plain     xl save / xl restore of a PV guest (PV guests cannot be
 #                  live-migrated by Debian's Xen: no shadow paging); the PV
-#                  guest boots when the first save step comes
+#                  guest boots in the background from the first fault or
+#                  record step on, the PVH guest is destroyed before saving
 #   save-preload   the same through the preload (inband, zero,delta,lz4)
 #   spawn-stress   (not in the default list) 200 short processes in dom0,
 #                  counting crashes: a probe for the emulator flake
@@ -66,7 +68,7 @@ while [ $# -gt 0 ]; do
     --hot) hot=$2; shift ;;
     --sweep) sweep=$2; shift ;;
     --pps) pps=$2; shift ;;
-    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo/{/^set -uo/d;p}' "$0"; exit 0 ;;
     *) echo "xen-lane: unknown option $1" >&2; exit 2 ;;
   esac
   shift
