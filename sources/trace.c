@@ -20,6 +20,10 @@
 #define REC_INTERVAL 0x01
 #define REC_END 0xFF
 #define NPAGES_MAX (1ull << 40)
+/* The stream layer carries pages of at most 64 KiB (hello limit), so a
+ * larger page could never be migrated; refusing it also keeps a corrupt
+ * header from asking readers for a multi-GiB page buffer. */
+#define PSIZE_MAX 65536u
 
 /* ---------------------------------------------------------------- writer */
 
@@ -65,8 +69,9 @@ int ms_trace_writer_open(const char *path, uint64_t npages, uint32_t page_size, 
     *out = NULL;
     if (npages == 0 || npages > NPAGES_MAX)
         return ms_error(MS_ERR_INVAL, "trace %s: %llu pages (need 1 .. 2^40)", path, (unsigned long long)npages);
-    if (page_size < 512 || (page_size & (page_size - 1)))
-        return ms_error(MS_ERR_INVAL, "trace %s: page size %u is not a power of two >= 512", path, page_size);
+    if (page_size < 512 || page_size > PSIZE_MAX || (page_size & (page_size - 1)))
+        return ms_error(MS_ERR_INVAL, "trace %s: page size %u is not a power of two in 512..%u", path, page_size,
+                        PSIZE_MAX);
     size_t dlen = desc ? strlen(desc) : 0;
     if (dlen > DESC_MAX)
         dlen = DESC_MAX;
@@ -255,8 +260,9 @@ static int parse_header(parser *ps, trace_src *t)
         return ms_error(MS_ERR_CORRUPT, "trace %s: unknown header flags 0x%x", ps->name, ms_get_le16(h + 10));
     uint32_t psize = ms_get_le32(h + 12);
     uint64_t npages = ms_get_le64(h + 16);
-    if (psize < 512 || (psize & (psize - 1)))
-        return ms_error(MS_ERR_CORRUPT, "trace %s: page size %u is not a power of two >= 512", ps->name, psize);
+    if (psize < 512 || psize > PSIZE_MAX || (psize & (psize - 1)))
+        return ms_error(MS_ERR_CORRUPT, "trace %s: page size %u is not a power of two in 512..%u", ps->name, psize,
+                        PSIZE_MAX);
     if (npages == 0 || npages > NPAGES_MAX)
         return ms_error(MS_ERR_CORRUPT, "trace %s: %llu pages (need 1 .. 2^40)", ps->name, (unsigned long long)npages);
     t->info.page_size = psize;

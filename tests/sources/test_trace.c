@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define NP 2000u
 #define NREC 20
@@ -244,6 +245,15 @@ static void test_corruption(void)
     memset(copy + g.len, 0, 16);
     CU_ASSERT(refused(copy, g.len + 16, &code) && code == MS_ERR_CORRUPT);
     printf("  extra bytes: %s\n", ms_last_error());
+    /* A well-sealed header asking for a page larger than the stream layer
+     * carries (fuzzer find: a 2 GiB page buffer). */
+    memcpy(copy, g.bytes, g.len);
+    ms_put_le32(copy + 12, 0x80000000u);
+    size_t hlen = 34 + ms_get_le16(copy + 32);
+    ms_put_le32(copy + hlen, XXH32(copy, hlen, 0));
+    CU_ASSERT(refused(copy, g.len, &code) && code == MS_ERR_CORRUPT);
+    CU_ASSERT(strstr(ms_last_error(), "page size 2147483648") != NULL);
+    printf("  huge page size: %s\n", ms_last_error());
     memcpy(copy, "NOTATRACE", 9);
     CU_ASSERT(refused(copy, g.len, &code) && code == MS_ERR_CORRUPT);
     printf("  magic: %s\n", ms_last_error());
@@ -257,6 +267,7 @@ static void test_writer_errors(void)
     printf("  %s\n", ms_last_error());
     CU_ASSERT_EQUAL(ms_trace_writer_open(g.path, 0, 4096, NULL, &w), MS_ERR_INVAL);
     CU_ASSERT_EQUAL(ms_trace_writer_open(g.path, 10, 1000, NULL, &w), MS_ERR_INVAL);
+    CU_ASSERT_EQUAL(ms_trace_writer_open(g.path, 10, 1u << 17, NULL, &w), MS_ERR_INVAL);
     char path[80];
     snprintf(path, sizeof path, "%s.2", g.path);
     CU_ASSERT_FATAL(ms_trace_writer_open(path, 100, 4096, NULL, &w) == MS_OK);
