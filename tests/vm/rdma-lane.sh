@@ -61,22 +61,10 @@ t_start=$(date +%s)
 cleanup() { [ $keep -eq 1 ] && echo "rdma-lane: work dir kept: $work" || rm -rf "$work"; }
 trap cleanup EXIT
 
-fail_setup() {
-  echo "rdma-lane: FAIL setup: $*"
-  exit 1
-}
-log() { echo "rdma-lane: $*" >&2; }
+lane=rdma-lane
+. "$top/tests/vm/lib.sh"
 
 # ---- host tools -------------------------------------------------------------
-apt_updated=0
-apt_update() {
-  [ $apt_updated -eq 1 ] && return 0
-  apt_updated=1
-  log "apt-get update"
-  apt-get -o DPkg::Lock::Timeout=300 update -q >"$work/apt-update.log" 2>&1 ||
-    { cat "$work/apt-update.log" >&2; return 1; }
-}
-
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
@@ -85,13 +73,7 @@ command -v readelf >/dev/null || need+=(binutils)
 command -v meson >/dev/null || need+=(meson)
 command -v ninja >/dev/null || need+=(ninja-build)
 pkg-config --exists libibverbs librdmacm 2>/dev/null || need+=(libibverbs-dev librdmacm-dev)
-if [ ${#need[@]} -gt 0 ]; then
-  [ "$(id -u)" -eq 0 ] || fail_setup "missing ${need[*]} and not root to install them"
-  apt_update || fail_setup "apt-get update failed"
-  log "installing ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends \
-    "${need[@]}" >"$work/apt-install.log" 2>&1 || { tail -20 "$work/apt-install.log"; fail_setup "apt-get install ${need[*]}"; }
-fi
+install_host_packages ${need[@]+"${need[@]}"}
 
 # ---- project binaries -------------------------------------------------------
 if [ -z "$build" ] && [ $nobuild -eq 0 ]; then
@@ -114,69 +96,30 @@ for t in "${targets[@]}"; do bins+=("$build/$t"); done
 
 # ---- Debian packages ---------------------------------------------------------
 # libc and libgcc come from the host, which built the binaries.
-deb_of() { ls "$cache/${1}_"*.deb 2>/dev/null | head -1; }
-fetch_debs() { # sets kpkg, kver, pkgs; 1 if anything is missing
-  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-  [ -n "$kpkg" ] || return 1
-  kver=${kpkg#linux-image-}
-  pkgs=("$kpkg" busybox-static iproute2 libibverbs1 ibverbs-providers librdmacm1 libnl-3-200 libnl-route-3-200
-        libmnl0 libbsd0 libmd0 libcap2 libelf1)
-  local fetch=() p
-  for p in "${pkgs[@]}"; do [ -n "$(deb_of "$p")" ] || fetch+=("$p"); done
-  if [ ${#fetch[@]} -gt 0 ]; then
-    log "apt-get download ${fetch[*]}"
-    (cd "$cache" && apt-get download "${fetch[@]}" >"$work/download.log" 2>&1) || return 1
-  fi
-  for p in "${pkgs[@]}"; do [ -n "$(deb_of "$p")" ] || return 1; done
-}
-# Stale or missing package lists: update once and try again.
-if ! fetch_debs; then
-  apt_update || fail_setup "apt-get update failed"
-  fetch_debs || { tail -20 "$work/download.log" 2>/dev/null
-                  fail_setup "cannot fetch ${kpkg:-the kernel package (apt-cache depends linux-image-amd64)} and the VM's packages"; }
-fi
+kernel_package
+pkgs=(busybox-static iproute2 libibverbs1 ibverbs-providers librdmacm1 libnl-3-200 libnl-route-3-200
+      libmnl0 libbsd0 libmd0 libcap2 libelf1)
+fetch_debs "$kpkg" "${pkgs[@]}"
 
 pkgroot=$work/pkgroot kroot=$work/kroot rootfs=$work/rootfs
 mkdir -p "$pkgroot" "$kroot" "$rootfs"
-for p in "${pkgs[@]}"; do
-  [ "$p" = "$kpkg" ] || dpkg -x "$(deb_of "$p")" "$pkgroot" || fail_setup "dpkg -x $p"
-done
+unpack_debs "$pkgroot" "${pkgs[@]}"
 # Only the module folders Soft-RoCE and virtio-net need (~12 MB of ~400).
-dpkg-deb --fsys-tarfile "$(deb_of "$kpkg")" | tar -x -C "$kroot" --wildcards \
-  './boot/vmlinuz-*' './lib/modules/*/modules.builtin' './lib/modules/*/modules.order' \
-  './lib/modules/*/modules.builtin.modinfo' './lib/modules/*/kernel/drivers/infiniband/core/*' \
-  './lib/modules/*/kernel/drivers/infiniband/sw/rxe/*' './lib/modules/*/kernel/drivers/net/dummy.ko' \
-  './lib/modules/*/kernel/drivers/net/virtio_net.ko' './lib/modules/*/kernel/drivers/net/net_failover.ko' \
-  './lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/net/core/failover.ko' \
-  './lib/modules/*/kernel/net/ipv4/udp_tunnel.ko' './lib/modules/*/kernel/net/ipv6/ip6_udp_tunnel.ko' \
-  './lib/modules/*/kernel/fs/configfs/*' './lib/modules/*/kernel/crypto/crc32_generic.ko' \
-  './lib/modules/*/kernel/arch/x86/crypto/crc32-pclmul.ko' ||
-  fail_setup "unpacking $kpkg"
-depmod -b "$kroot" "$kver" || fail_setup "depmod -b for $kver"
-vmlinuz=$kroot/boot/vmlinuz-$kver
-[ -f "$vmlinuz" ] || fail_setup "no $vmlinuz in $kpkg"
+unpack_kernel "$kroot" 'drivers/infiniband/core/*' 'drivers/infiniband/sw/rxe/*' 'drivers/net/dummy.ko' \
+  'drivers/net/virtio_net.ko' 'drivers/net/net_failover.ko' 'drivers/virtio/*' 'net/core/failover.ko' \
+  'net/ipv4/udp_tunnel.ko' 'net/ipv6/ip6_udp_tunnel.ko' 'fs/configfs/*' 'crypto/crc32_generic.ko' \
+  'arch/x86/crypto/crc32-pclmul.ko'
 
 # ---- initramfs ----------------------------------------------------------------
 mkdir -p "$rootfs"/{bin,sbin,usr/bin,etc/libibverbs.d,lib64,lib/x86_64-linux-gnu,proc,sys,dev,tmp,run}
-cp "$pkgroot/bin/busybox" "$rootfs/bin/busybox" || fail_setup "no busybox in busybox-static"
-for a in $("$rootfs/bin/busybox" --list); do
-  [ -e "$rootfs/bin/$a" ] || ln -s busybox "$rootfs/bin/$a"
-done
+busybox_tree "$pkgroot/bin/busybox" "$rootfs"
 cp "$top/tests/vm/init.sh" "$rootfs/init"
 chmod +x "$rootfs/init"
 
 # Modules in dependency order, each once ("rdma_rxe needs crc32_generic";
 # with crc32_pclmul loaded before it, rxe computes its ICRC with carry-less
 # multiplication, as a real host's kernel would, not byte tables).
-: >"$rootfs/etc/ms-modules"
-for m in crc32_generic crc32_pclmul rdma_rxe rdma_ucm dummy virtio_pci virtio_net; do
-  modprobe -d "$kroot" -S "$kver" --show-depends "$m" 2>>"$work/modprobe.log" | awk '$1 == "insmod" { print $2 }'
-done | awk '!seen[$0]++' | while read -r path; do
-  rel=${path#"$kroot"}
-  mkdir -p "$rootfs$(dirname "$rel")"
-  cp "$path" "$rootfs$rel"
-  echo "$rel" >>"$rootfs/etc/ms-modules"
-done
+install_modules "$kroot" "$rootfs" crc32_generic crc32_pclmul rdma_rxe rdma_ucm dummy virtio_pci virtio_net
 grep -q rdma_rxe.ko "$rootfs/etc/ms-modules" || fail_setup "module list lacks rdma_rxe (see $work/modprobe.log)"
 
 # Binaries: ours, ip and rdma from iproute2, the rxe verbs provider.
@@ -194,29 +137,14 @@ cp "$pkgroot/etc/libibverbs.d/rxe.driver" "$rootfs/etc/libibverbs.d/" || fail_se
 # host (libraries our binaries were linked against: lz4, zstd, sodium, ...).
 libdirs=("$pkgroot/lib/x86_64-linux-gnu" "$pkgroot/usr/lib/x86_64-linux-gnu" /lib/x86_64-linux-gnu
          /usr/lib/x86_64-linux-gnu)
-find_lib() {
-  for d in "${libdirs[@]}"; do [ -e "$d/$1" ] && { echo "$d/$1"; return 0; }; done
-  return 1
-}
-declare -A copied=()
-copy_deps() {
-  local f=$1 n p
-  for n in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
-    [ -n "${copied[$n]:-}" ] && continue
-    p=$(find_lib "$n") || fail_setup "shared library $n (needed by $(basename "$f")) not found"
-    copied[$n]=1
-    cp -L "$p" "$rootfs/lib/x86_64-linux-gnu/$n"
-    copy_deps "$p"
-  done
-}
 elfs=("$rootfs"/bin/* "$rootfs/usr/lib/x86_64-linux-gnu/libibverbs/"*.so)
 for f in "${elfs[@]}"; do
   [ -L "$f" ] && continue
-  copy_deps "$f"
+  copy_deps "$f" "$rootfs/lib/x86_64-linux-gnu"
 done
 # glibc dlopens libgcc_s for pthread_exit/cancel; nothing lists it.
 for n in libgcc_s.so.1; do
-  [ -n "${copied[$n]:-}" ] && continue
+  [ -n "${lib_copied[$n]:-}" ] && continue
   p=$(find_lib "$n") || fail_setup "$n not found"
   cp -L "$p" "$rootfs/lib/x86_64-linux-gnu/$n"
 done

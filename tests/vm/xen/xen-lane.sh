@@ -87,21 +87,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail_setup() {
-  echo "xen-lane: FAIL setup: $*"
-  exit 1
-}
-log() { echo "xen-lane: $*" >&2; }
+lane=xen-lane
+. "$top/tests/vm/lib.sh"
 
 # ---- host tools -----------------------------------------------------------------
-apt_updated=0
-apt_update() {
-  [ $apt_updated -eq 1 ] && return 0
-  apt_updated=1
-  log "apt-get update"
-  apt-get -o DPkg::Lock::Timeout=300 update -q >"$work/apt-update.log" 2>&1 ||
-    { cat "$work/apt-update.log" >&2; return 1; }
-}
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
@@ -110,53 +99,21 @@ command -v modprobe >/dev/null || need+=(kmod)
 command -v gcc >/dev/null || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  [ "$(id -u)" -eq 0 ] || fail_setup "missing ${need[*]} and not root to install them"
-  apt_update || fail_setup "apt-get update failed"
-  log "installing ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends \
-    "${need[@]}" >"$work/apt-install.log" 2>&1 || { tail -20 "$work/apt-install.log"; fail_setup "apt-get install ${need[*]}"; }
-fi
+install_host_packages ${need[@]+"${need[@]}"}
 
 # ---- Debian packages --------------------------------------------------------------
-kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-if [ -z "$kpkg" ]; then
-  apt_update || fail_setup "apt-get update failed"
-  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-fi
-[ -n "$kpkg" ] || fail_setup "cannot find the kernel package (apt-cache depends linux-image-amd64)"
-kver=${kpkg#linux-image-}
+kernel_package
 # libgcc-s1: glibc dlopens libgcc_s for pthread_cancel; xl create aborts without it.
-pkgs=("$kpkg" xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils libxenmisc4.17
+pkgs=(xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils libxenmisc4.17
       libxencall1 libxendevicemodel1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenhypfs1
       libxenstore4 libxentoolcore1 libxentoollog1 libyajl2 libext2fs2 liblzma5 libuuid1 libzstd1 zlib1g
       libncurses6 libtinfo6 libc6 libgcc-s1 busybox-static)
-deb_of() { ls "$cache/${1}_"*.deb 2>/dev/null | head -1; }
-fetch=()
-for p in "${pkgs[@]}"; do [ -n "$(deb_of "$p")" ] || fetch+=("$p"); done
-if [ ${#fetch[@]} -gt 0 ]; then
-  log "apt-get download ${fetch[*]}"
-  if ! (cd "$cache" && apt-get download "${fetch[@]}" >"$work/download.log" 2>&1); then
-    apt_update || fail_setup "apt-get update failed"
-    (cd "$cache" && apt-get download "${fetch[@]}" >"$work/download.log" 2>&1) ||
-      { tail -20 "$work/download.log"; fail_setup "apt-get download ${fetch[*]}"; }
-  fi
-fi
-for p in "${pkgs[@]}"; do [ -n "$(deb_of "$p")" ] || fail_setup "package $p missing from $cache"; done
+fetch_debs "$kpkg" "${pkgs[@]}"
 
 pkgroot=$work/pkgroot kroot=$work/kroot rootfs=$work/dom0 groot=$work/guest
 mkdir -p "$pkgroot" "$kroot" "$rootfs" "$groot"
-for p in "${pkgs[@]}"; do
-  [ "$p" = "$kpkg" ] || dpkg -x "$(deb_of "$p")" "$pkgroot" || fail_setup "dpkg -x $p"
-done
-dpkg-deb --fsys-tarfile "$(deb_of "$kpkg")" | tar -x -C "$kroot" --wildcards \
-  './boot/vmlinuz-*' './lib/modules/*/modules.builtin' './lib/modules/*/modules.order' \
-  './lib/modules/*/modules.builtin.modinfo' './lib/modules/*/kernel/drivers/xen/*' \
-  './lib/modules/*/kernel/drivers/block/virtio_blk.ko' './lib/modules/*/kernel/drivers/virtio/*' ||
-  fail_setup "unpacking $kpkg"
-depmod -b "$kroot" "$kver" || fail_setup "depmod -b for $kver"
-vmlinuz=$kroot/boot/vmlinuz-$kver
-[ -f "$vmlinuz" ] || fail_setup "no $vmlinuz in $kpkg"
+unpack_debs "$pkgroot" "${pkgs[@]}"
+unpack_kernel "$kroot" 'drivers/xen/*' 'drivers/block/virtio_blk.ko' 'drivers/virtio/*'
 xen_gz=$pkgroot/boot/xen-4.17-amd64.gz
 [ -f "$xen_gz" ] || fail_setup "no $xen_gz in xen-hypervisor-4.17-amd64"
 gunzip -c "$xen_gz" >"$work/xen" || fail_setup "gunzip $xen_gz"
@@ -178,10 +135,7 @@ chmod +x "$groot/init"
 
 # ---- dom0 tree -------------------------------------------------------------------------------
 mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,lib64,lib/x86_64-linux-gnu,usr/lib/migstream,proc,sys,dev,tmp,run,boot,out,etc/xen,etc/ms,var/lib,var/log}
-cp "$pkgroot/bin/busybox" "$rootfs/bin/busybox"
-for a in $("$rootfs/bin/busybox" --list); do
-  [ -e "$rootfs/bin/$a" ] || ln -s busybox "$rootfs/bin/$a"
-done
+busybox_tree "$pkgroot/bin/busybox" "$rootfs"
 # The toolstack where libxl expects it (/usr/lib/xen-4.17/bin/libxl-save-helper
 # is compiled into libxl) and its libraries; docs, man pages, python left out.
 (cd "$pkgroot" && tar -c --exclude='./usr/share' --exclude='./boot' --exclude='./usr/lib/xen-4.17/lib/python' \
@@ -208,15 +162,7 @@ chmod +x "$rootfs/init"
 echo "root:x:0:0:root:/:/bin/sh" >"$rootfs/etc/passwd"
 
 # Kernel modules in dependency order, each once.
-: >"$rootfs/etc/ms-modules"
-for m in xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc virtio_pci virtio_blk; do
-  modprobe -d "$kroot" -S "$kver" --show-depends "$m" 2>>"$work/modprobe.log" | awk '$1 == "insmod" { print $2 }'
-done | awk '!seen[$0]++' | while read -r path; do
-  rel=${path#"$kroot"}
-  mkdir -p "$rootfs$(dirname "$rel")"
-  cp "$path" "$rootfs$rel"
-  echo "$rel" >>"$rootfs/etc/ms-modules"
-done
+install_modules "$kroot" "$rootfs" xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc virtio_pci virtio_blk
 grep -q xen-privcmd.ko "$rootfs/etc/ms-modules" || fail_setup "module list lacks xen-privcmd (see $work/modprobe.log)"
 
 # The project's artifacts.
@@ -237,23 +183,8 @@ log "build dir $build: preload ${pl:-not built}, migstream ${migstream:-not buil
 # build dir, then the host (lz4, zstd, sodium, ... our binaries link).
 libdirs=("$rootfs/lib/x86_64-linux-gnu" "$rootfs/usr/lib/x86_64-linux-gnu" "$rootfs/usr/lib/xen-4.17/lib/x86_64-linux-gnu"
          "$build" "$build/xen" /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu)
-find_lib() {
-  for d in "${libdirs[@]}"; do [ -e "$d/$1" ] && { echo "$d/$1"; return 0; }; done
-  return 1
-}
-declare -A seen=()
-copy_deps() {
-  local f=$1 n p
-  for n in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
-    [ -n "${seen[$n]:-}" ] && continue
-    seen[$n]=1
-    p=$(find_lib "$n") || fail_setup "shared library $n (needed by $(basename "$f")) not found"
-    case $p in "$rootfs"/*) ;; *) cp -L "$p" "$rootfs/usr/lib/x86_64-linux-gnu/$n" ;; esac
-    copy_deps "$p"
-  done
-}
 while read -r f; do
-  head -c 4 "$f" 2>/dev/null | grep -q ELF && copy_deps "$f"
+  head -c 4 "$f" 2>/dev/null | grep -q ELF && copy_deps "$f" "$rootfs/usr/lib/x86_64-linux-gnu"
 done < <(find "$rootfs/usr/lib/xen-4.17/bin" "$rootfs/usr/lib/migstream" "$rootfs/usr/bin" -type f)
 [ -e "$rootfs/lib64/ld-linux-x86-64.so.2" ] || fail_setup "no ld-linux-x86-64.so.2 from libc6"
 
