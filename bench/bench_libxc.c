@@ -59,6 +59,28 @@ static int push_all(ms_xc_reader *r, const ms_buf *s, size_t chunk)
     return rc ? rc : ms_xc_reader_finish(r);
 }
 
+/* Parse the stream and rebuild it through a writer into `out`; the time
+ * taken goes to *ns. A failure is printed. */
+static int rebuild(const ms_buf *s, size_t chunk, ms_xc_out_fn out, void *out_ctx, uint64_t *ns)
+{
+    ms_xc_reader *r = NULL;
+    ms_xc_writer *w = NULL;
+    uint64_t t0 = ms_now_ns();
+    int rc = ms_xc_writer_new(out, out_ctx, &w);
+    if (!rc)
+        rc = ms_xc_reader_new(&ms_xc_reader_to_writer_cb, w, 0, &r);
+    if (!rc)
+        rc = push_all(r, s, chunk);
+    if (!rc)
+        rc = ms_xc_writer_finish(w);
+    *ns = ms_now_ns() - t0;
+    ms_xc_reader_free(r);
+    ms_xc_writer_free(w);
+    if (rc)
+        fprintf(stderr, "bench_libxc: %s\n", ms_last_error());
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -99,61 +121,35 @@ int main(int argc, char **argv)
     bool identical = true;
     for (int i = 0; i < reps; i++) {
         static const ms_xc_reader_cb nop = {.opaque = nop_opaque, .pages = nop_pages};
-        uint64_t pages = 0;
+        uint64_t pages = 0, mem_ns = 0, null_ns = 0;
         ms_xc_reader *r = NULL;
-        ms_xc_writer *w = NULL;
         uint64_t t0 = ms_now_ns();
         int rc = ms_xc_reader_new(&nop, &pages, 0, &r);
         if (!rc)
             rc = push_all(r, &s, chunk);
         uint64_t t1 = ms_now_ns();
         ms_xc_reader_free(r);
-        r = NULL;
         o.len = 0;
-        uint64_t t2 = ms_now_ns();
-        if (!rc)
-            rc = ms_xc_writer_new(out_mem, &o, &w);
-        if (!rc)
-            rc = ms_xc_reader_new(&ms_xc_reader_to_writer_cb, w, 0, &r);
-        if (!rc)
-            rc = push_all(r, &s, chunk);
-        if (!rc)
-            rc = ms_xc_writer_finish(w);
-        uint64_t t3 = ms_now_ns();
-        ms_xc_reader_free(r);
-        ms_xc_writer_free(w);
         if (rc) {
             fprintf(stderr, "bench_libxc: %s\n", ms_last_error());
             return 1;
         }
+        if (rebuild(&s, chunk, out_mem, &o, &mem_ns))
+            return 1;
         identical = identical && o.len == s.len && memcmp(o.data, s.data, s.len) == 0;
-        uint64_t t4 = ms_now_ns();
-        if (!rc)
-            rc = ms_xc_writer_new(ms_xc_out_fd, &devnull, &w);
-        if (!rc)
-            rc = ms_xc_reader_new(&ms_xc_reader_to_writer_cb, w, 0, &r);
-        if (!rc)
-            rc = push_all(r, &s, chunk);
-        if (!rc)
-            rc = ms_xc_writer_finish(w);
-        uint64_t t5 = ms_now_ns();
-        ms_xc_reader_free(r);
-        ms_xc_writer_free(w);
-        if (rc) {
-            fprintf(stderr, "bench_libxc: %s\n", ms_last_error());
+        if (rebuild(&s, chunk, ms_xc_out_fd, &devnull, &null_ns))
             return 1;
-        }
         uint64_t t6 = ms_now_ns();
         for (size_t off = 0; off < s.len; off += chunk)
             memcpy(o.data + off, s.data + off, s.len - off < chunk ? s.len - off : chunk);
         uint64_t t7 = ms_now_ns();
-        double nl = (double)s.len / ((double)(t5 - t4) / 1e9), cp = (double)s.len / ((double)(t7 - t6) / 1e9);
+        double nl = (double)s.len / ((double)null_ns / 1e9), cp = (double)s.len / ((double)(t7 - t6) / 1e9);
         if (nl > best_null)
             best_null = nl;
         if (cp > best_copy)
             best_copy = cp;
 
-        double rd = (double)s.len / ((double)(t1 - t0) / 1e9), rt = (double)s.len / ((double)(t3 - t2) / 1e9);
+        double rd = (double)s.len / ((double)(t1 - t0) / 1e9), rt = (double)s.len / ((double)mem_ns / 1e9);
         if (rd > best_read)
             best_read = rd;
         if (rt > best_rt)

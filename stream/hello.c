@@ -263,6 +263,25 @@ static int exchange_proofs(ms_conn *c, uint8_t role, const handshake_keys *hk)
     return MS_OK;
 }
 
+/* Both hellos are in the transcript: derive this session's keys from it and
+ * prove to the peer that we hold the pre-shared key (no keys unsealed). */
+static int two_way_keys(ms_conn *c, uint8_t role, const uint8_t *psk, const uint8_t transcript[2 * MS_HELLO_SIZE],
+                        ms_session_keys *keys)
+{
+    handshake_keys hk;
+    int rc;
+
+    if (!psk) {
+        set_keys(keys, role, NULL);
+        return MS_OK;
+    }
+    if ((rc = derive(psk, transcript, 2 * MS_HELLO_SIZE, &hk)) == MS_OK &&
+        (rc = exchange_proofs(c, role, &hk)) == MS_OK)
+        set_keys(keys, role, &hk);
+    sodium_memzero(&hk, sizeof hk);
+    return rc;
+}
+
 static int client_oneway(ms_conn *c, const ms_hello *me, const uint8_t hc[MS_HELLO_SIZE],
                          const uint8_t *psk, ms_session_keys *keys)
 {
@@ -287,7 +306,6 @@ int ms_handshake_client(ms_conn *c, const ms_hello *mine, const uint8_t *psk,
                         ms_hello *peer, ms_session_keys *keys)
 {
     uint8_t transcript[2 * MS_HELLO_SIZE];
-    handshake_keys hk;
     ms_hello me;
     int rc;
 
@@ -307,15 +325,7 @@ int ms_handshake_client(ms_conn *c, const ms_hello *mine, const uint8_t *psk,
         return ms_error_wrap(rc, "%s: peer's hello", c->peer);
     if ((rc = check_agree(c, &me, peer)) < 0)
         return rc;
-    if (!psk) {
-        set_keys(keys, me.role, NULL);
-        return MS_OK;
-    }
-    if ((rc = derive(psk, transcript, sizeof transcript, &hk)) == MS_OK &&
-        (rc = exchange_proofs(c, me.role, &hk)) == MS_OK)
-        set_keys(keys, me.role, &hk);
-    sodium_memzero(&hk, sizeof hk);
-    return rc;
+    return two_way_keys(c, me.role, psk, transcript, keys);
 }
 
 /* Tell a peer of another version which one we speak, so it can report the
@@ -387,7 +397,6 @@ int ms_handshake_server_finish(ms_conn *c, const ms_hello *peer, const ms_hello 
                                const uint8_t *psk, ms_session_keys *keys)
 {
     uint8_t transcript[2 * MS_HELLO_SIZE];
-    handshake_keys hk;
     ms_hello me;
     int rc;
 
@@ -411,13 +420,5 @@ int ms_handshake_server_finish(ms_conn *c, const ms_hello *peer, const ms_hello 
         return rc;
     if (sent < 0)
         return sent;
-    if (!psk) {
-        set_keys(keys, me.role, NULL);
-        return MS_OK;
-    }
-    if ((rc = derive(psk, transcript, sizeof transcript, &hk)) == MS_OK &&
-        (rc = exchange_proofs(c, me.role, &hk)) == MS_OK)
-        set_keys(keys, me.role, &hk);
-    sodium_memzero(&hk, sizeof hk);
-    return rc;
+    return two_way_keys(c, me.role, psk, transcript, keys);
 }

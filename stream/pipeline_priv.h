@@ -27,12 +27,6 @@
 /* XXH3 states live on the stack and are copied to read a running digest. */
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
-/* Debian's libxxhash is built for baseline x86-64 (SSE2: 7-8 GB/s here);
- * its dispatching entry points pick AVX2 at run time (26 GB/s), same
- * output. Every page byte is hashed on both sides, so this matters. */
-#if defined(__x86_64__) && __has_include(<xxh_x86dispatch.h>)
-#include <xxh_x86dispatch.h>
-#endif
 
 #include "stream/stream.h"
 
@@ -61,26 +55,6 @@ static inline uint64_t ms_ping_interval_ns(uint64_t timeout_ms)
  * PAGES and OPAQUE frames in sequence order. Both ends compute it, so the
  * sender learns from the END ack that the receiver took in exactly what was
  * sent. */
-/* ms_content_hash (wire.c) computed with the dispatching XXH3 above: the
- * very same value (test_pipeline checks it), at AVX2 speed. */
-static inline uint64_t pl_content_hash(const uint64_t *pfns, size_t count, const void *data, size_t len)
-{
-    XXH3_state_t st;
-    uint8_t le[256 * 8];
-    XXH3_64bits_reset(&st);
-    while (count) {
-        size_t n = count < 256 ? count : 256;
-        for (size_t i = 0; i < n; i++)
-            ms_put_le64(le + 8 * i, pfns[i]);
-        XXH3_64bits_update(&st, le, 8 * n);
-        pfns += n;
-        count -= n;
-    }
-    if (len)
-        XXH3_64bits_update(&st, data, len);
-    return XXH3_64bits_digest(&st);
-}
-
 static inline void ms_stream_digest_add(XXH3_state_t *st, uint64_t frame_hash)
 {
     uint8_t le[8];

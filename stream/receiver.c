@@ -130,7 +130,7 @@ static int read_abort(rx *r, unsigned ch, const ms_frame_hdr *h, const uint8_t *
         return ms_error_wrap(rc == MS_ERR_CLOSED ? MS_ERR_TRUNCATED : rc, "channel %u: ABORT frame", ch);
     if (r->sealed && (rc = ms_open(&r->keys[ch], hdr, (uint16_t)ch, h->seq, body, n, &n)) < 0)
         return ms_error_wrap(rc, "channel %u: ABORT frame", ch);
-    if (n != h->raw_len || pl_content_hash(NULL, 0, body, n) != h->hash)
+    if (n != h->raw_len || ms_content_hash(NULL, 0, body, n) != h->hash)
         return ms_error(MS_ERR_HASH, "channel %u: ABORT frame content hash mismatch", ch);
     printable((char *)body, n);
     pthread_mutex_lock(&r->lock);
@@ -370,7 +370,7 @@ static int open_slot(rx *r, rslot *s, ms_codec_ctx *ctx)
      * of a chain without page stages), hash them here, while they are
      * still in this core's cache, instead of in the one delivery thread. */
     if (h->type != MS_FRAME_PAGES) {
-        s->hash = pl_content_hash(NULL, 0, s->body, s->body_len);
+        s->hash = ms_content_hash(NULL, 0, s->body, s->body_len);
         s->hashed = true;
         return MS_OK;
     }
@@ -381,7 +381,7 @@ static int open_slot(rx *r, rslot *s, ms_codec_ctx *ctx)
     s->section_len = s->body_len - (size_t)n;
     s->section_cap = s->body_cap - (size_t)n;
     if (ms_page_section_is_identity(r->chain.stages) && s->section_len == h->raw_len) {
-        s->hash = pl_content_hash(s->pfns, h->page_count, s->section, s->section_len);
+        s->hash = ms_content_hash(s->pfns, h->page_count, s->section, s->section_len);
         s->hashed = true;
     }
     return MS_OK;
@@ -434,7 +434,7 @@ static int send_reverse(rx *r, uint8_t type, uint32_t round, uint64_t seq, const
 
     if (n)
         memcpy(buf, body, n);
-    h.hash = pl_content_hash(NULL, 0, buf, n);
+    h.hash = ms_content_hash(NULL, 0, buf, n);
     h.flags = r->sealed ? MS_FRAME_F_SEALED : 0;
     h.enc_len = (uint32_t)(n + (r->sealed ? MS_SEAL_TAG_SIZE : 0));
     ms_frame_hdr_pack(&h, hdr);
@@ -495,7 +495,7 @@ static int deliver_pages(rx *r, rslot *s, ms_round_stats *rs)
     if (rc < 0)
         return ms_error_wrap(rc, "frame %llu (channel %u, round %u)", (unsigned long long)h->seq, h->channel,
                              h->round);
-    uint64_t hash = s->hashed ? s->hash : pl_content_hash(s->pfns, h->page_count, s->section, h->raw_len);
+    uint64_t hash = s->hashed ? s->hash : ms_content_hash(s->pfns, h->page_count, s->section, h->raw_len);
     if (hash != h->hash)
         return ms_error(MS_ERR_HASH, "frame %llu (channel %u, round %u, %u pages from pfn %llu): content hash "
                                      "%016llx, header says %016llx",
@@ -511,7 +511,7 @@ static int deliver_pages(rx *r, rslot *s, ms_round_stats *rs)
 static int deliver_opaque(rx *r, rslot *s)
 {
     ms_frame_hdr *h = &s->h;
-    uint64_t hash = s->hashed ? s->hash : pl_content_hash(NULL, 0, s->body, s->body_len);
+    uint64_t hash = s->hashed ? s->hash : ms_content_hash(NULL, 0, s->body, s->body_len);
     if (hash != h->hash)
         return ms_error(MS_ERR_HASH, "frame %llu (channel %u, round %u, opaque): content hash %016llx, header says %016llx",
                         (unsigned long long)h->seq, h->channel, h->round, (unsigned long long)hash,
@@ -608,7 +608,7 @@ static int deliver(rx *r, rslot *s)
         rs->comp_bytes[s->comp_used] += h->enc_len;
         return MS_OK;
     }
-    if (pl_content_hash(NULL, 0, s->body, s->body_len) != h->hash)
+    if (ms_content_hash(NULL, 0, s->body, s->body_len) != h->hash)
         return ms_error(MS_ERR_HASH, "frame %llu (channel %u, %s): content hash mismatch", (unsigned long long)h->seq,
                         h->channel, h->type == MS_FRAME_ROUND_END ? "ROUND_END" : h->type == MS_FRAME_END ? "END" : "PING");
     if (h->type == MS_FRAME_ROUND_END)

@@ -236,7 +236,7 @@ static int finalize(ms_sender *s, sframe *f, ms_codec_ctx *ctx)
             rsrc = f->rec_src.data;
             rlen = f->rec_src.len;
             rh.raw_len = rh.stage_len = (uint32_t)rlen;
-            rh.hash = pl_content_hash(NULL, 0, rsrc, rlen);
+            rh.hash = ms_content_hash(NULL, 0, rsrc, rlen);
             rh.enc_len = (uint32_t)(rlen + (s->sealed ? MS_SEAL_TAG_SIZE : 0));
         }
         rh.channel = 0;
@@ -356,7 +356,7 @@ static int control_body(sframe *f, const void *p, size_t n)
         memcpy(f->stage.data, p, n);
     f->stage.len = n;
     f->h.raw_len = f->h.stage_len = (uint32_t)n;
-    f->h.hash = pl_content_hash(NULL, 0, p, n);
+    f->h.hash = ms_content_hash(NULL, 0, p, n);
     return MS_OK;
 }
 
@@ -450,7 +450,7 @@ static int build_pages(ms_sender *s, sframe *f, uint32_t round, uint32_t fragmen
     f->h.page_count = (uint32_t)n;
     f->h.raw_len = (uint32_t)raw;
     f->h.stage_len = (uint32_t)f->stage.len;
-    f->h.hash = pl_content_hash(pfns, n, pages, raw);
+    f->h.hash = ms_content_hash(pfns, n, pages, raw);
     return MS_OK;
 }
 
@@ -528,7 +528,7 @@ int ms_sender_opaque(ms_sender *s, uint32_t round, const void *data, size_t len)
         f->h.type = MS_FRAME_OPAQUE;
         f->h.round = round;
         f->h.raw_len = f->h.stage_len = (uint32_t)n;
-        f->h.hash = pl_content_hash(NULL, 0, f->stage.data, n);
+        f->h.hash = ms_content_hash(NULL, 0, f->stage.data, n);
         rc = queue_data_frame(s, f, NULL);
         off += n;
     }
@@ -802,7 +802,7 @@ static int send_abort(ms_sender *s, ms_conn *c, const ms_session_keys *k, uint16
     ms_frame_hdr h = {.type = MS_FRAME_ABORT, .channel = channel, .seq = MS_ABORT_SEQ,
                       .raw_len = (uint32_t)n, .stage_len = (uint32_t)n};
     memcpy(body, s->abort_reason, n);
-    h.hash = pl_content_hash(NULL, 0, body, n);
+    h.hash = ms_content_hash(NULL, 0, body, n);
     h.flags = s->sealed ? MS_FRAME_F_SEALED : 0;
     h.enc_len = (uint32_t)(n + (s->sealed ? MS_SEAL_TAG_SIZE : 0));
     ms_frame_hdr_pack(&h, hdr);
@@ -968,7 +968,7 @@ static int read_reverse(ms_sender *s, ms_seq_check *sc, ms_frame_hdr *h, uint8_t
     n = h->enc_len;
     if (s->sealed && (rc = ms_open(&s->keys[0], hdr, 0, h->seq, body, n, &n)) < 0)
         return ms_error_wrap(rc, "receiver frame %llu", (unsigned long long)h->seq);
-    if (n != h->raw_len || pl_content_hash(NULL, 0, body, n) != h->hash)
+    if (n != h->raw_len || ms_content_hash(NULL, 0, body, n) != h->hash)
         return ms_error(MS_ERR_HASH, "receiver frame %llu: content hash or length mismatch",
                         (unsigned long long)h->seq);
     *len = n;

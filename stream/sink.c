@@ -6,13 +6,32 @@
 #define XXH_STATIC_LINKING_ONLY /* XXH3 states on the stack */
 #include <xxhash.h>
 #if defined(__x86_64__) && __has_include(<xxh_x86dispatch.h>)
-#include <xxh_x86dispatch.h> /* AVX2 at run time: see pipeline_priv.h */
+#include <xxh_x86dispatch.h> /* AVX2 at run time: see wire.c */
 #endif
 
 #include "stream/stream.h"
 
 /* An image sink without a bound still refuses absurd pfns from a peer. */
 #define IMAGE_DEFAULT_MAX (64ull << 30)
+
+/* A pfn that no page size could place inside an addressable image. */
+static int check_pfn(const char *sink, uint64_t pfn)
+{
+    if (pfn >= MS_PFN_LIMIT)
+        return ms_error(MS_ERR_CORRUPT, "%s sink: pfn %llu is beyond 2^52", sink, (unsigned long long)pfn);
+    return MS_OK;
+}
+
+/* Capacity for `need` units, grown from `cap` (`first` when empty) by
+ * doubling, which keeps growth amortised; `max` caps the last step. */
+static uint64_t grown_cap(uint64_t cap, uint64_t first, uint64_t need, uint64_t max)
+{
+    if (!cap)
+        cap = first;
+    while (cap < need)
+        cap *= 2;
+    return cap > max ? max : cap;
+}
 
 /* ---- memory image ------------------------------------------------------ */
 
@@ -23,12 +42,7 @@ static int image_grow(ms_image_sink *s, uint64_t need)
         return ms_error(MS_ERR_LIMIT, "image sink: page ending at byte %llu is beyond the %llu-byte image bound",
                         (unsigned long long)need, (unsigned long long)max);
     if (need > s->mem_cap) {
-        /* Doubling keeps growth amortised; the bound caps the last step. */
-        uint64_t cap = s->mem_cap ? s->mem_cap : 1u << 20;
-        while (cap < need)
-            cap *= 2;
-        if (cap > max)
-            cap = max;
+        uint64_t cap = grown_cap(s->mem_cap, 1u << 20, need, max);
         uint8_t *m = realloc(s->mem, cap);
         if (!m)
             return ms_error(MS_ERR_NOMEM, "image sink: cannot grow the image to %llu bytes",
@@ -49,10 +63,10 @@ static int image_pages(void *ctx, uint32_t round, uint32_t fragment, const uint6
     (void)round;
     (void)fragment;
     for (size_t i = 0; i < count; i++) {
-        if (pfns[i] >= MS_PFN_LIMIT)
-            return ms_error(MS_ERR_CORRUPT, "image sink: pfn %llu is beyond 2^52", (unsigned long long)pfns[i]);
         uint64_t off = pfns[i] * page_size;
-        int rc = image_grow(s, off + page_size);
+        int rc = check_pfn("image", pfns[i]);
+        if (rc == MS_OK)
+            rc = image_grow(s, off + page_size);
         if (rc < 0)
             return rc;
         memcpy(s->mem + off, pages + i * page_size, page_size);
@@ -131,9 +145,9 @@ static int file_pages(void *ctx, uint32_t round, uint32_t fragment, const uint64
         size_t j = i + 1;
         while (j < count && pfns[j] == pfns[j - 1] + 1)
             j++;
-        if (pfns[i] >= MS_PFN_LIMIT)
-            return ms_error(MS_ERR_CORRUPT, "file sink: pfn %llu is beyond 2^52", (unsigned long long)pfns[i]);
-        int rc = pwrite_all(s->fd, pages + i * page_size, (j - i) * page_size, pfns[i] * page_size);
+        int rc = check_pfn("file", pfns[i]);
+        if (rc == MS_OK)
+            rc = pwrite_all(s->fd, pages + i * page_size, (j - i) * page_size, pfns[i] * page_size);
         if (rc < 0)
             return rc;
         i = j;
@@ -209,11 +223,7 @@ static int digest_grow(ms_digest_sink *d, uint64_t npages)
         return ms_error(MS_ERR_LIMIT, "digest sink: pfn %llu is beyond the %llu-page image bound",
                         (unsigned long long)(npages - 1), (unsigned long long)max);
     if (npages > d->cap) {
-        uint64_t cap = d->cap ? d->cap : 4096;
-        while (cap < npages)
-            cap *= 2;
-        if (cap > max)
-            cap = max;
+        uint64_t cap = grown_cap(d->cap, 4096, npages, max);
         uint64_t *h = realloc(d->page_hash, cap * sizeof *h);
         if (!h)
             return ms_error(MS_ERR_NOMEM, "digest sink: cannot track %llu pages", (unsigned long long)cap);
@@ -235,9 +245,9 @@ static int digest_pages(void *ctx, uint32_t round, uint32_t fragment, const uint
     if (!d->page_size)
         d->page_size = page_size;
     for (size_t i = 0; i < count; i++) {
-        if (pfns[i] >= MS_PFN_LIMIT)
-            return ms_error(MS_ERR_CORRUPT, "digest sink: pfn %llu is beyond 2^52", (unsigned long long)pfns[i]);
-        int rc = digest_grow(d, pfns[i] + 1);
+        int rc = check_pfn("digest", pfns[i]);
+        if (rc == MS_OK)
+            rc = digest_grow(d, pfns[i] + 1);
         if (rc < 0)
             return rc;
         d->page_hash[pfns[i]] = XXH3_64bits(pages + i * page_size, page_size);
@@ -280,28 +290,14 @@ const ms_sink_ops ms_digest_sink_ops = {
     .end = digest_end,
 };
 
-static uint64_t digest_of_hashes(const uint64_t *h, uint64_t n)
-{
-    XXH3_state_t st;
-    uint8_t le[512 * 8];
-    XXH3_64bits_reset(&st);
-    while (n) {
-        size_t k = n < 512 ? (size_t)n : 512;
-        for (size_t i = 0; i < k; i++)
-            ms_put_le64(le + 8 * i, h[i]);
-        XXH3_64bits_update(&st, le, 8 * k);
-        h += k;
-        n -= k;
-    }
-    return XXH3_64bits_digest(&st);
-}
-
+/* XXH3-64 over little-endian u64s is what ms_content_hash computes of a
+ * pfn list: the same function serves for a list of page hashes. */
 uint64_t ms_page_hashes_digest(const uint64_t *page_hashes, uint64_t npages)
 {
-    return digest_of_hashes(page_hashes, npages);
+    return ms_content_hash(page_hashes, (size_t)npages, NULL, 0);
 }
 
-uint64_t ms_digest_sink_value(const ms_digest_sink *d) { return digest_of_hashes(d->page_hash, d->npages); }
+uint64_t ms_digest_sink_value(const ms_digest_sink *d) { return ms_page_hashes_digest(d->page_hash, d->npages); }
 
 uint64_t ms_digest_sink_opaque(const ms_digest_sink *d)
 {

@@ -15,13 +15,11 @@
 #include <unistd.h>
 
 #include "fragsched/fragsched.h"
-#include "tools/tools.h"
-
-#define MAX_POLICIES 8
+#include "tools/toolutil.h"
 
 typedef struct migrate_args {
     ms_engine_config cfg;
-    const char *policies[MAX_POLICIES];
+    const char *policies[MS_TOOL_MAX_POLICIES];
     size_t npolicies;
     int pid;
     char **command;
@@ -59,9 +57,7 @@ static void usage(FILE *f)
         "  --channels N          parallel TCP connections (default 1)\n"
         "  --workers N           encode/decode threads per side (default: cores)\n"
         "  --max-bandwidth RATE  cap on the wire, bytes/s (\"125M\", \"1gbit\")\n"
-        "  --downtime MS         downtime target (default 300)\n"
-        "  --fragment-size SIZE  fragment size, multiple of 256K (default 2M)\n"
-        "  --max-rounds N        safety bound on live rounds (default 30)\n"
+        MS_TOOL_POLICY_HELP
         "  --key FILE            pre-shared key: seal every frame\n"
         "  --warmup SECONDS      let a started COMMAND run first (default 2)\n"
         "  --ready TEXT          wait until COMMAND prints TEXT (then --warmup)\n"
@@ -75,31 +71,6 @@ static void usage(FILE *f)
         "  --quiet               no per-round progress lines\n");
 }
 
-static int parse_policies(migrate_args *a, const char *text)
-{
-    if (!strcmp(text, "all"))
-        text = "precopy,fragmented,downtime";
-    a->npolicies = 0;
-    char *copy = strdup(text), *save = NULL;
-    int rc = MS_OK;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        const ms_policy_ops *ops = ms_policy_by_name(t);
-        if (!ops) {
-            rc = ms_error(MS_ERR_INVAL, "unknown policy '%s' (known: %s, all)", t, ms_policy_names());
-            break;
-        }
-        if (a->npolicies == MAX_POLICIES) {
-            rc = ms_error(MS_ERR_INVAL, "more than %d policies", MAX_POLICIES);
-            break;
-        }
-        a->policies[a->npolicies++] = ops->name; /* static storage */
-    }
-    free(copy);
-    if (!rc && !a->npolicies)
-        rc = ms_error(MS_ERR_INVAL, "--policy needs at least one name");
-    return rc;
-}
-
 static int parse_uint(const char *opt, const char *s, unsigned lo, unsigned hi, unsigned *out)
 {
     char *end;
@@ -111,20 +82,9 @@ static int parse_uint(const char *opt, const char *s, unsigned lo, unsigned hi, 
     return MS_OK;
 }
 
-static int parse_double(const char *opt, const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || end == s || !(v >= lo && v <= hi))
-        return ms_error(MS_ERR_INVAL, "%s: '%s' is not a number in %g..%g", opt, s, lo, hi);
-    *out = v;
-    return MS_OK;
-}
-
 enum {
-    OPT_POLICY = 1000, OPT_PID, OPT_TO, OPT_CHAIN, OPT_CHANNELS, OPT_WORKERS, OPT_BW, OPT_DOWNTIME,
-    OPT_FRAG, OPT_ROUNDS, OPT_KEY, OPT_WARMUP, OPT_CMDOUT, OPT_MAXMEM, OPT_AFTER, OPT_TRACE,
+    OPT_POLICY = 1000, OPT_PID, OPT_TO, OPT_CHAIN, OPT_CHANNELS, OPT_WORKERS, OPT_BW,
+    OPT_ROUNDS, OPT_KEY, OPT_WARMUP, OPT_CMDOUT, OPT_MAXMEM, OPT_AFTER, OPT_TRACE,
     OPT_JSON, OPT_PLOT, OPT_QUIET, OPT_CHILDREN, OPT_TITLE, OPT_READY, OPT_LLISTEN, OPT_RXNS,
 };
 
@@ -137,8 +97,7 @@ static const struct option long_opts[] = {
     {"channels", required_argument, NULL, OPT_CHANNELS},
     {"workers", required_argument, NULL, OPT_WORKERS},
     {"max-bandwidth", required_argument, NULL, OPT_BW},
-    {"downtime", required_argument, NULL, OPT_DOWNTIME},
-    {"fragment-size", required_argument, NULL, OPT_FRAG},
+    MS_TOOL_POLICY_LONGOPTS,
     {"max-rounds", required_argument, NULL, OPT_ROUNDS},
     {"key", required_argument, NULL, OPT_KEY},
     {"warmup", required_argument, NULL, OPT_WARMUP},
@@ -160,14 +119,14 @@ static const struct option long_opts[] = {
 static uint8_t key_buf[MS_KEY_SIZE];
 static bool children_flag;
 
-static int parse_one(migrate_args *a, int c, const char *v)
+static int parse_one(void *ctx, int c, const char *v)
 {
+    migrate_args *a = ctx;
     uint64_t u;
     unsigned n = 0;
-    double d = 0;
     int rc;
     switch (c) {
-    case OPT_POLICY: return parse_policies(a, v);
+    case OPT_POLICY: return ms_tool_parse_policies(v, a->policies, &a->npolicies);
     case OPT_PID:
         if ((rc = parse_uint("--pid", v, 1, 1u << 30, &n)))
             return rc;
@@ -182,23 +141,15 @@ static int parse_one(migrate_args *a, int c, const char *v)
         if (ms_parse_rate(v, &a->cfg.session.max_bandwidth))
             return ms_error(MS_ERR_INVAL, "--max-bandwidth: bad rate '%s'", v);
         return MS_OK;
-    case OPT_DOWNTIME:
-        if ((rc = parse_double("--downtime", v, 0.1, 3.6e6, &d)))
-            return rc;
-        a->cfg.policy_cfg.downtime_ms = d;
-        return MS_OK;
-    case OPT_FRAG:
-        if (ms_parse_size(v, &u) || !u || u % (64 * MS_PAGE_SIZE) || u / MS_PAGE_SIZE > (1u << 24))
-            return ms_error(MS_ERR_INVAL, "--fragment-size: '%s' is not a multiple of 256K up to 64G", v);
-        a->cfg.policy_cfg.fragment_pages = (uint32_t)(u / MS_PAGE_SIZE);
-        return MS_OK;
+    case MS_TOOL_OPT_DOWNTIME:
+    case MS_TOOL_OPT_FRAGMENT_SIZE: return ms_tool_policy_option(c, v, &a->cfg.policy_cfg);
     case OPT_ROUNDS: return parse_uint("--max-rounds", v, 1, 100000, &a->cfg.policy_cfg.max_rounds);
     case OPT_KEY:
         if ((rc = ms_key_load(v, key_buf)))
             return rc;
         a->cfg.session.key = key_buf;
         return MS_OK;
-    case OPT_WARMUP: return parse_double("--warmup", v, 0, 3600, &a->warmup_s);
+    case OPT_WARMUP: return ms_tool_number("--warmup", v, 0, 3600, &a->warmup_s);
     case OPT_CMDOUT: a->command_output = v; return MS_OK;
     case OPT_READY: a->ready = v; return MS_OK;
     case OPT_LLISTEN: a->cfg.local_listen = v; return MS_OK;
@@ -229,20 +180,9 @@ static int parse_args(migrate_args *a, int argc, char **argv, bool *help)
     a->npolicies = 1;
     a->warmup_s = -1;
     a->max_pages = (16ull << 30) / MS_PAGE_SIZE;
-    optind = 1;
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "+h", long_opts, NULL)) != -1) {
-        if (c == 'h') {
-            *help = true;
-            return MS_OK;
-        }
-        if (c == '?')
-            return ms_error(MS_ERR_INVAL, "unknown or incomplete option '%s'", argv[optind - 1]);
-        int rc = parse_one(a, c, optarg);
-        if (rc)
-            return rc;
-    }
+    int rc = ms_tool_getopt(argc, argv, "+h", long_opts, parse_one, a, help);
+    if (rc || *help)
+        return rc;
     if (optind < argc)
         a->command = argv + optind;
     if (!a->pid == !a->command)
@@ -345,33 +285,13 @@ static int migrate_once(const migrate_args *a, const char *policy, ms_migration_
 static int output(const migrate_args *a, ms_migration_report *reps, size_t n)
 {
     if (a->json) {
-        printf("{\"migrations\":[");
-        for (size_t i = 0; i < n; i++) {
-            if (i)
-                putchar(',');
-            ms_report_json(&reps[i], stdout);
-        }
-        printf("]}\n");
+        ms_tool_reports_json(reps, n);
     } else {
-        for (size_t i = 0; i < n; i++) {
-            putchar('\n');
-            ms_report_print(&reps[i], stdout);
-        }
+        ms_tool_reports_print(reps, n);
         if (n > 1)
             ms_report_compare(reps, n, stdout);
     }
-    fflush(stdout);
-    if (!a->plot)
-        return MS_OK;
-    const ms_migration_report *ptrs[MAX_POLICIES];
-    for (size_t i = 0; i < n; i++)
-        ptrs[i] = &reps[i];
-    char title[256];
-    snprintf(title, sizeof(title), "%s", a->plot_title ? a->plot_title : reps[0].source);
-    int rc = ms_report_plot(ptrs, n, a->plot, title);
-    if (!rc && !a->json)
-        printf("plots: %s.png %s.svg\n", a->plot, a->plot);
-    return rc;
+    return ms_tool_reports_finish(reps, n, a->plot, "", a->plot_title, a->json);
 }
 
 int cmd_migrate(int argc, char **argv)
@@ -380,15 +300,10 @@ int cmd_migrate(int argc, char **argv)
     memset(&a, 0, sizeof(a));
     bool help = false;
     int rc = parse_args(&a, argc, argv, &help);
-    if (help) {
-        usage(stdout);
-        return MS_EXIT_OK;
-    }
-    if (rc) {
-        fprintf(stderr, "migstream migrate: %s\n", ms_last_error());
-        return MS_EXIT_USAGE;
-    }
-    ms_migration_report reps[MAX_POLICIES];
+    int parsed = ms_tool_parsed("migrate", rc, help, usage);
+    if (parsed >= 0)
+        return parsed;
+    ms_migration_report reps[MS_TOOL_MAX_POLICIES];
     memset(reps, 0, sizeof(reps));
     size_t done = 0;
     for (; done < a.npolicies; done++) {

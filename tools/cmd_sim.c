@@ -1,16 +1,13 @@
 /* `migstream sim`: the migration policies over a workload model or a
  * recorded dirty trace, through a link model, in virtual time. Each policy
  * gets a fresh copy of the same (seeded) workload. */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fragsched/fragsched.h"
-#include "tools/tools.h"
-
-#define MAX_POLICIES 8
+#include "tools/toolutil.h"
 
 typedef struct sim_args {
     const char *model;
@@ -18,7 +15,7 @@ typedef struct sim_args {
     bool trace_loop;
     uint64_t seed;
     bool seed_set;
-    const char *policies[MAX_POLICIES];
+    const char *policies[MS_TOOL_MAX_POLICIES];
     size_t npolicies;
     ms_policy_config pcfg;
     ms_link_model link;
@@ -46,9 +43,7 @@ static void usage(FILE *f)
         "  --ratio R             wire/raw bytes for a page's first send (default 1)\n"
         "  --resend-ratio R      wire/raw for a page sent before (delta; default = ratio)\n"
         "  --page-rate N         pipeline limit, pages/s (CPU; default none)\n"
-        "  --downtime MS         downtime target (default 300)\n"
-        "  --fragment-size SIZE  fragment size, multiple of 256K (default 2M)\n"
-        "  --max-rounds N        safety bound on live rounds (default 30)\n"
+        MS_TOOL_POLICY_HELP
         "  --hold-on-stop        fragmented: keep hot fragments for the pause when\n"
         "                        stopping (default: send all live once more)\n"
         "  --seed N              workload seed (overrides the model's)\n"
@@ -58,42 +53,9 @@ static void usage(FILE *f)
         "  --plot PREFIX         write PREFIX.png and PREFIX.svg (gnuplot)\n");
 }
 
-static int parse_policies(sim_args *a, const char *text)
-{
-    if (!strcmp(text, "all"))
-        text = "precopy,fragmented,downtime";
-    a->npolicies = 0;
-    char *copy = strdup(text), *save = NULL;
-    int rc = MS_OK;
-    for (char *t = strtok_r(copy, ",", &save); t && !rc; t = strtok_r(NULL, ",", &save)) {
-        const ms_policy_ops *ops = ms_policy_by_name(t);
-        if (!ops)
-            rc = ms_error(MS_ERR_INVAL, "unknown policy '%s' (known: %s, all)", t, ms_policy_names());
-        else if (a->npolicies == MAX_POLICIES)
-            rc = ms_error(MS_ERR_INVAL, "more than %d policies", MAX_POLICIES);
-        else
-            a->policies[a->npolicies++] = ops->name;
-    }
-    free(copy);
-    if (!rc && !a->npolicies)
-        rc = ms_error(MS_ERR_INVAL, "--policy needs at least one name");
-    return rc;
-}
-
-static int num(const char *opt, const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || end == s || !(v >= lo && v <= hi))
-        return ms_error(MS_ERR_INVAL, "%s: '%s' is not a number in %g..%g", opt, s, lo, hi);
-    *out = v;
-    return MS_OK;
-}
-
 enum {
-    O_MODEL = 1000, O_TRACE, O_LOOP, O_POLICY, O_BW, O_LAT, O_RATIO, O_RRATIO, O_PRATE, O_DOWN,
-    O_FRAG, O_ROUNDS, O_SEED, O_MAXT, O_JSON, O_PLOT, O_TITLE, O_PRINT_ROUNDS, O_HOLD,
+    O_MODEL = 1000, O_TRACE, O_LOOP, O_POLICY, O_BW, O_LAT, O_RATIO, O_RRATIO, O_PRATE,
+    O_ROUNDS, O_SEED, O_MAXT, O_JSON, O_PLOT, O_TITLE, O_PRINT_ROUNDS, O_HOLD,
 };
 
 static const struct option opts[] = {
@@ -106,8 +68,7 @@ static const struct option opts[] = {
     {"ratio", required_argument, NULL, O_RATIO},
     {"resend-ratio", required_argument, NULL, O_RRATIO},
     {"page-rate", required_argument, NULL, O_PRATE},
-    {"downtime", required_argument, NULL, O_DOWN},
-    {"fragment-size", required_argument, NULL, O_FRAG},
+    MS_TOOL_POLICY_LONGOPTS,
     {"max-rounds", required_argument, NULL, O_ROUNDS},
     {"seed", required_argument, NULL, O_SEED},
     {"max-time", required_argument, NULL, O_MAXT},
@@ -120,8 +81,9 @@ static const struct option opts[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int parse_one(sim_args *a, int c, const char *v)
+static int parse_one(void *ctx, int c, const char *v)
 {
+    sim_args *a = ctx;
     uint64_t u;
     double d = 0;
     int rc;
@@ -129,38 +91,34 @@ static int parse_one(sim_args *a, int c, const char *v)
     case O_MODEL: a->model = v; return MS_OK;
     case O_TRACE: a->trace = v; return MS_OK;
     case O_LOOP: a->trace_loop = true; return MS_OK;
-    case O_POLICY: return parse_policies(a, v);
+    case O_POLICY: return ms_tool_parse_policies(v, a->policies, &a->npolicies);
     case O_BW:
         if (ms_parse_rate(v, &u) || !u)
             return ms_error(MS_ERR_INVAL, "--bandwidth: bad rate '%s'", v);
         a->link.bandwidth = (double)u;
         return MS_OK;
     case O_LAT:
-        if ((rc = num("--latency", v, 0, 10000, &d)))
+        if ((rc = ms_tool_number("--latency", v, 0, 10000, &d)))
             return rc;
         a->link.latency_s = d / 1000;
         return MS_OK;
-    case O_RATIO: return num("--ratio", v, 0.0001, 2, &a->link.ratio);
-    case O_RRATIO: return num("--resend-ratio", v, 0.0001, 2, &a->link.resend_ratio);
-    case O_PRATE: return num("--page-rate", v, 1, 1e12, &a->link.page_rate);
-    case O_DOWN: return num("--downtime", v, 0.1, 3.6e6, &a->pcfg.downtime_ms);
-    case O_FRAG:
-        if (ms_parse_size(v, &u) || !u || u % (64 * MS_PAGE_SIZE) || u / MS_PAGE_SIZE > (1u << 24))
-            return ms_error(MS_ERR_INVAL, "--fragment-size: '%s' is not a multiple of 256K up to 64G", v);
-        a->pcfg.fragment_pages = (uint32_t)(u / MS_PAGE_SIZE);
-        return MS_OK;
+    case O_RATIO: return ms_tool_number("--ratio", v, 0.0001, 2, &a->link.ratio);
+    case O_RRATIO: return ms_tool_number("--resend-ratio", v, 0.0001, 2, &a->link.resend_ratio);
+    case O_PRATE: return ms_tool_number("--page-rate", v, 1, 1e12, &a->link.page_rate);
+    case MS_TOOL_OPT_DOWNTIME:
+    case MS_TOOL_OPT_FRAGMENT_SIZE: return ms_tool_policy_option(c, v, &a->pcfg);
     case O_ROUNDS:
-        if ((rc = num("--max-rounds", v, 1, 100000, &d)))
+        if ((rc = ms_tool_number("--max-rounds", v, 1, 100000, &d)))
             return rc;
         a->pcfg.max_rounds = (unsigned)d;
         return MS_OK;
     case O_SEED:
-        if ((rc = num("--seed", v, 0, 1e18, &d)))
+        if ((rc = ms_tool_number("--seed", v, 0, 1e18, &d)))
             return rc;
         a->seed = (uint64_t)d;
         a->seed_set = true;
         return MS_OK;
-    case O_MAXT: return num("--max-time", v, 1, 1e7, &a->max_s);
+    case O_MAXT: return ms_tool_number("--max-time", v, 1, 1e7, &a->max_s);
     case O_JSON: a->json = true; return MS_OK;
     case O_PLOT: a->plot = v; return MS_OK;
     case O_TITLE: a->plot_title = v; return MS_OK;
@@ -172,24 +130,13 @@ static int parse_one(sim_args *a, int c, const char *v)
 
 static int parse_args(sim_args *a, int argc, char **argv, bool *help)
 {
-    parse_policies(a, "all");
+    ms_tool_parse_policies("all", a->policies, &a->npolicies);
     ms_policy_config_default(&a->pcfg);
     a->link.bandwidth = 125e6;
     a->link.latency_s = 0.0001;
-    optind = 1;
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'h') {
-            *help = true;
-            return MS_OK;
-        }
-        if (c == '?')
-            return ms_error(MS_ERR_INVAL, "unknown or incomplete option '%s'", argv[optind - 1]);
-        int rc = parse_one(a, c, optarg);
-        if (rc)
-            return rc;
-    }
+    int rc = ms_tool_getopt(argc, argv, "h", opts, parse_one, a, help);
+    if (rc || *help)
+        return rc;
     if (optind < argc)
         return ms_error(MS_ERR_INVAL, "unexpected argument '%s'", argv[optind]);
     if (!a->model == !a->trace)
@@ -215,35 +162,15 @@ static int open_source(const sim_args *a, ms_page_source **src)
 static int output(const sim_args *a, ms_migration_report *reps, size_t n)
 {
     if (a->json) {
-        printf("{\"migrations\":[");
-        for (size_t i = 0; i < n; i++) {
-            if (i)
-                putchar(',');
-            ms_report_json(&reps[i], stdout);
-        }
-        printf("]}\n");
+        ms_tool_reports_json(reps, n);
     } else {
         printf("workload: %s\nlink: %s, %s; downtime target %.0f ms\n", reps[0].source, reps[0].link,
                reps[0].chain, reps[0].downtime_target_ms);
         if (a->rounds)
-            for (size_t i = 0; i < n; i++) {
-                putchar('\n');
-                ms_report_print(&reps[i], stdout);
-            }
+            ms_tool_reports_print(reps, n);
         ms_report_compare(reps, n, stdout);
     }
-    fflush(stdout);
-    if (!a->plot)
-        return MS_OK;
-    const ms_migration_report *ptrs[MAX_POLICIES];
-    for (size_t i = 0; i < n; i++)
-        ptrs[i] = &reps[i];
-    char title[256];
-    snprintf(title, sizeof(title), "simulated: %s", a->plot_title ? a->plot_title : reps[0].source);
-    int rc = ms_report_plot(ptrs, n, a->plot, title);
-    if (!rc && !a->json)
-        printf("plots: %s.png %s.svg\n", a->plot, a->plot);
-    return rc;
+    return ms_tool_reports_finish(reps, n, a->plot, "simulated: ", a->plot_title, a->json);
 }
 
 int cmd_sim(int argc, char **argv)
@@ -252,15 +179,10 @@ int cmd_sim(int argc, char **argv)
     memset(&a, 0, sizeof(a));
     bool help = false;
     int rc = parse_args(&a, argc, argv, &help);
-    if (help) {
-        usage(stdout);
-        return MS_EXIT_OK;
-    }
-    if (rc) {
-        fprintf(stderr, "migstream sim: %s\n", ms_last_error());
-        return MS_EXIT_USAGE;
-    }
-    ms_migration_report reps[MAX_POLICIES];
+    int parsed = ms_tool_parsed("sim", rc, help, usage);
+    if (parsed >= 0)
+        return parsed;
+    ms_migration_report reps[MS_TOOL_MAX_POLICIES];
     memset(reps, 0, sizeof(reps));
     size_t done = 0;
     for (; done < a.npolicies && !rc; done++) {

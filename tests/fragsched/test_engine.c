@@ -103,34 +103,36 @@ static int ms_read(ms_page_source *s, const uint64_t *idx, size_t n, uint8_t *ou
     return MS_OK;
 }
 
+/* Set one of the writer's flags and wake everyone waiting on the state;
+ * with `until_paused`, return only once the writer has paused (or ended). */
+static void tell_writer(memsrc *m, bool *flag, bool value, bool until_paused)
+{
+    pthread_mutex_lock(&m->mu);
+    *flag = value;
+    pthread_cond_broadcast(&m->cv);
+    while (until_paused && !m->paused && !m->stop)
+        pthread_cond_wait(&m->cv, &m->mu);
+    pthread_mutex_unlock(&m->mu);
+}
+
 static int ms_pause(ms_page_source *s)
 {
     memsrc *m = (memsrc *)s;
-    pthread_mutex_lock(&m->mu);
-    m->pause_req = true;
-    while (!m->paused && !m->stop)
-        pthread_cond_wait(&m->cv, &m->mu);
-    pthread_mutex_unlock(&m->mu);
+    tell_writer(m, &m->pause_req, true, true);
     return MS_OK;
 }
 
 static int ms_resume(ms_page_source *s)
 {
     memsrc *m = (memsrc *)s;
-    pthread_mutex_lock(&m->mu);
-    m->pause_req = false;
-    pthread_cond_broadcast(&m->cv);
-    pthread_mutex_unlock(&m->mu);
+    tell_writer(m, &m->pause_req, false, false);
     return MS_OK;
 }
 
 static void ms_destroy(ms_page_source *s)
 {
     memsrc *m = (memsrc *)s;
-    pthread_mutex_lock(&m->mu);
-    m->stop = true;
-    pthread_cond_broadcast(&m->cv);
-    pthread_mutex_unlock(&m->mu);
+    tell_writer(m, &m->stop, true, false);
     pthread_join(m->th, NULL);
     free(m->mem);
     free(m->dirty);
@@ -169,19 +171,35 @@ static memsrc *memsrc_new(uint64_t npages, bool lose)
     return m;
 }
 
+/* The engine's defaults, with `policy` (NULL: the default one) and
+ * `workers` threads per side (0: the default count). */
+static ms_engine_config engine_config(const char *policy, unsigned workers)
+{
+    ms_engine_config cfg;
+    ms_engine_config_default(&cfg);
+    if (policy)
+        cfg.policy = policy;
+    if (workers)
+        cfg.session.workers = workers;
+    return cfg;
+}
+
+/* Migrate our memory source into an empty report. */
+static int migrate_mem(memsrc *m, const ms_engine_config *cfg, ms_migration_report *rep)
+{
+    memset(rep, 0, sizeof(*rep));
+    return ms_migrate(&m->base, cfg, rep);
+}
+
 static void migrate_one(const char *policy, unsigned channels, const char *chain)
 {
     memsrc *m = memsrc_new(8192, false); /* 32 MiB */
-    ms_engine_config cfg;
-    ms_engine_config_default(&cfg);
-    cfg.policy = policy;
+    ms_engine_config cfg = engine_config(policy, 2);
     cfg.channels = channels;
-    cfg.session.workers = 2;
     cfg.policy_cfg.downtime_ms = 50;
     CU_ASSERT_EQUAL_FATAL(ms_chain_parse(chain, &cfg.session.chain), MS_OK);
     ms_migration_report rep;
-    memset(&rep, 0, sizeof(rep));
-    int rc = ms_migrate(&m->base, &cfg, &rep);
+    int rc = migrate_mem(m, &cfg, &rep);
     if (rc)
         fprintf(stderr, "%s: %s\n", policy, ms_last_error());
     CU_ASSERT_EQUAL(rc, MS_OK);
@@ -210,13 +228,9 @@ static void test_downtime_live(void) { migrate_one("downtime", 1, "zero,zstd:1")
 static void test_verify_catches_lost_writes(void)
 {
     memsrc *m = memsrc_new(4096, true);
-    ms_engine_config cfg;
-    ms_engine_config_default(&cfg);
-    cfg.policy = "precopy";
-    cfg.session.workers = 1;
+    ms_engine_config cfg = engine_config("precopy", 1);
     ms_migration_report rep;
-    memset(&rep, 0, sizeof(rep));
-    int rc = ms_migrate(&m->base, &cfg, &rep);
+    int rc = migrate_mem(m, &cfg, &rep);
     CU_ASSERT_EQUAL(rc, MS_ERR_VERIFY);
     CU_ASSERT(rep.verify_done);
     CU_ASSERT_FALSE(rep.verified);
@@ -231,13 +245,11 @@ static void test_verify_catches_lost_writes(void)
 static void test_unreachable_destination(void)
 {
     memsrc *m = memsrc_new(256, false);
-    ms_engine_config cfg;
-    ms_engine_config_default(&cfg);
+    ms_engine_config cfg = engine_config(NULL, 0);
     cfg.to = "127.0.0.1:1";
     cfg.session.timeout_ms = 2000;
     ms_migration_report rep;
-    memset(&rep, 0, sizeof(rep));
-    int rc = ms_migrate(&m->base, &cfg, &rep);
+    int rc = migrate_mem(m, &cfg, &rep);
     CU_ASSERT(rc < 0);
     CU_ASSERT(strlen(ms_last_error()) > 0);
     CU_ASSERT_FALSE(m->pause_req);
@@ -248,11 +260,9 @@ static void test_unreachable_destination(void)
 static void test_report_outputs(void)
 {
     memsrc *m = memsrc_new(1024, false);
-    ms_engine_config cfg;
-    ms_engine_config_default(&cfg);
+    ms_engine_config cfg = engine_config(NULL, 0);
     ms_migration_report rep;
-    memset(&rep, 0, sizeof(rep));
-    CU_ASSERT_EQUAL_FATAL(ms_migrate(&m->base, &cfg, &rep), MS_OK);
+    CU_ASSERT_EQUAL_FATAL(migrate_mem(m, &cfg, &rep), MS_OK);
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -280,13 +290,10 @@ static void test_trace_then_simulate(void)
     CU_ASSERT_FATAL(fd >= 0);
     close(fd);
     memsrc *m = memsrc_new(4096, false);
-    ms_engine_config cfg;
-    ms_engine_config_default(&cfg);
+    ms_engine_config cfg = engine_config(NULL, 1);
     cfg.record_trace = path;
-    cfg.session.workers = 1;
     ms_migration_report live;
-    memset(&live, 0, sizeof(live));
-    CU_ASSERT_EQUAL_FATAL(ms_migrate(&m->base, &cfg, &live), MS_OK);
+    CU_ASSERT_EQUAL_FATAL(migrate_mem(m, &cfg, &live), MS_OK);
     ms_source_destroy(&m->base);
 
     ms_page_source *tr = NULL;

@@ -49,21 +49,53 @@ static pid_t start_dirtier(const char *size, const char *rate, int *out_fd)
     return pid;
 }
 
+/* Run argv under the uffd preload, with room for max_mib MiB. */
+static ms_page_source *spawn_tracked(char *const argv[], unsigned max_mib)
+{
+    ms_process_opts o = {.max_pages = ((uint64_t)max_mib << 20) / MS_PAGE_SIZE, .output = "/dev/null"};
+    ms_page_source *s = NULL;
+    int rc = ms_process_source_spawn(argv, &o, &s);
+    if (rc)
+        fprintf(stderr, "spawn: %s\n", ms_last_error());
+    CU_ASSERT_FATAL(rc == MS_OK);
+    return s;
+}
+
+/* Copy round `n` after gap_ms, which must succeed; shows how much was dirty. */
+static void copy_round(mirror *m, int n, unsigned gap_ms)
+{
+    sleep_ms(gap_ms);
+    int rc = mirror_round(m);
+    if (rc)
+        fprintf(stderr, "round %d: %s\n", n, ms_last_error());
+    CU_ASSERT_EQUAL(rc, MS_OK);
+    printf("    round %d: %llu dirty of %llu pages\n", n, (unsigned long long)m->last_dirty,
+           (unsigned long long)m->npages);
+}
+
+/* Copy rounds 100 ms apart (at most `tries`) until the source tracks at
+ * least `pages` pages: a started program builds its memory first. */
+static void wait_tracked(mirror *m, ms_page_source *s, uint64_t pages, int tries, ms_process_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    for (int i = 0; i < tries && st->tracked_pages < pages; i++) {
+        sleep_ms(100);
+        int rc = mirror_round(m);
+        if (rc)
+            fprintf(stderr, "round: %s\n", ms_last_error());
+        CU_ASSERT_EQUAL(rc, MS_OK);
+        ms_process_source_stats(s, st);
+    }
+}
+
 /* Copy while it runs, then stop-and-copy and compare. */
 static void migrate_rounds(ms_page_source *s, int rounds, unsigned gap_ms)
 {
     mirror m;
     int rc = mirror_start(&m, s);
     CU_ASSERT_FATAL(rc == MS_OK);
-    for (int i = 0; i < rounds; i++) {
-        sleep_ms(gap_ms);
-        rc = mirror_round(&m);
-        if (rc)
-            fprintf(stderr, "round %d: %s\n", i, ms_last_error());
-        CU_ASSERT_EQUAL(rc, MS_OK);
-        printf("    round %d: %llu dirty of %llu pages\n", i + 1, (unsigned long long)m.last_dirty,
-               (unsigned long long)m.npages);
-    }
+    for (int i = 0; i < rounds; i++)
+        copy_round(&m, i + 1, gap_ms);
     CU_ASSERT(m.total_dirty > 0);
     mirror_final_check(&m);
     CU_ASSERT_EQUAL(ms_source_resume(s), MS_OK);
@@ -116,12 +148,7 @@ static void test_attach_dirtier(void)
 static void test_spawn_dirtier(void)
 {
     char *argv[] = {(char *)dirtier_path(), "--size", "64M", "--rate", "50000", "--duration", "120", "-q", NULL};
-    ms_process_opts o = {.max_pages = (256u << 20) / MS_PAGE_SIZE, .output = "/dev/null"};
-    ms_page_source *s = NULL;
-    int rc = ms_process_source_spawn(argv, &o, &s);
-    if (rc)
-        fprintf(stderr, "spawn: %s\n", ms_last_error());
-    CU_ASSERT_FATAL(rc == MS_OK);
+    ms_page_source *s = spawn_tracked(argv, 256);
     int pid = ms_process_source_pid(s);
     /* Its memory appears after start; wait until it is filled. */
     mirror m;
@@ -166,25 +193,14 @@ static void test_spawn_exec(void)
     char cmd[512];
     snprintf(cmd, sizeof cmd, "exec %s --size 16M --rate 20000 --duration 120 -q", dirtier_path());
     char *argv[] = {"sh", "-c", cmd, NULL};
-    ms_process_opts o = {.max_pages = (128u << 20) / MS_PAGE_SIZE, .output = "/dev/null"};
-    ms_page_source *s = NULL;
-    int rc = ms_process_source_spawn(argv, &o, &s);
-    if (rc)
-        fprintf(stderr, "spawn: %s\n", ms_last_error());
-    CU_ASSERT_FATAL(rc == MS_OK);
+    ms_page_source *s = spawn_tracked(argv, 128);
     mirror m;
     CU_ASSERT_FATAL(mirror_start(&m, s) == MS_OK);
-    ms_process_stats st = {0};
-    for (int i = 0; i < 50 && st.tracked_pages < (16u << 20) / MS_PAGE_SIZE; i++) {
-        sleep_ms(100);
-        CU_ASSERT_EQUAL(mirror_round(&m), MS_OK);
-        ms_process_source_stats(s, &st);
-    }
+    ms_process_stats st;
+    wait_tracked(&m, s, (16u << 20) / MS_PAGE_SIZE, 50, &st);
     CU_ASSERT(st.tracked_pages >= (16u << 20) / MS_PAGE_SIZE);
     for (int i = 0; i < 4; i++) {
-        sleep_ms(100);
-        CU_ASSERT_EQUAL(mirror_round(&m), MS_OK);
-        printf("    round: %llu dirty of %llu pages\n", (unsigned long long)m.last_dirty, (unsigned long long)m.npages);
+        copy_round(&m, i + 1, 100);
         CU_ASSERT(m.last_dirty > 0); /* the exec'd program is tracked, and writing */
     }
     ms_process_source_stats(s, &st);
@@ -203,34 +219,18 @@ static void test_stress_ng(void)
         return;
     }
     char *argv[] = {(char *)sng, "--vm", "1", "--vm-bytes", "64M", "-t", "60", NULL};
-    ms_process_opts o = {.max_pages = (1024u << 20) / MS_PAGE_SIZE, .output = "/dev/null"};
-    ms_page_source *s = NULL;
-    int rc = ms_process_source_spawn(argv, &o, &s);
-    if (rc)
-        fprintf(stderr, "spawn: %s\n", ms_last_error());
-    CU_ASSERT_FATAL(rc == MS_OK);
+    ms_page_source *s = spawn_tracked(argv, 1024);
     mirror m;
     CU_ASSERT_FATAL(mirror_start(&m, s) == MS_OK);
-    ms_process_stats st = {0};
+    ms_process_stats st;
     /* Wait for the worker (a grandchild) and its 64 MiB. */
-    for (int i = 0; i < 100 && st.tracked_pages < (64u << 20) / MS_PAGE_SIZE; i++) {
-        sleep_ms(100);
-        rc = mirror_round(&m);
-        CU_ASSERT_EQUAL(rc, MS_OK);
-        if (rc)
-            fprintf(stderr, "round: %s\n", ms_last_error());
-        ms_process_source_stats(s, &st);
-    }
+    wait_tracked(&m, s, (64u << 20) / MS_PAGE_SIZE, 100, &st);
     printf("  %llu processes, %llu pages tracked (%s)\n", (unsigned long long)st.processes,
            (unsigned long long)st.tracked_pages, st.method);
     CU_ASSERT(st.processes >= 2);
     CU_ASSERT(st.tracked_pages >= (64u << 20) / MS_PAGE_SIZE);
-    for (int i = 0; i < 6; i++) {
-        sleep_ms(200);
-        rc = mirror_round(&m);
-        CU_ASSERT_EQUAL(rc, MS_OK);
-        printf("    round: %llu dirty of %llu pages\n", (unsigned long long)m.last_dirty, (unsigned long long)m.npages);
-    }
+    for (int i = 0; i < 6; i++)
+        copy_round(&m, i + 1, 200);
     CU_ASSERT(m.total_dirty > (64u << 20) / MS_PAGE_SIZE);
     mirror_final_check(&m);
     ms_process_source_stats(s, &st);
@@ -280,25 +280,15 @@ static void test_redis(void)
     snprintf(port, sizeof port, "%d", 20000 + getpid() % 10000);
     char *argv[] = {"/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
                     "--appendonly", "no", "--daemonize", "no", NULL};
-    ms_process_opts o = {.max_pages = (2048u << 20) / MS_PAGE_SIZE, .output = "/dev/null"};
-    ms_page_source *s = NULL;
-    int rc = ms_process_source_spawn(argv, &o, &s);
-    if (rc)
-        fprintf(stderr, "spawn: %s\n", ms_last_error());
-    CU_ASSERT_FATAL(rc == MS_OK);
+    ms_page_source *s = spawn_tracked(argv, 2048);
     sleep_ms(300); /* listening */
     char *bench[] = {"redis-benchmark", "-p", port, "-t", "set,lpush", "-n", "3000000", "-d", "512", "-r", "200000",
                      "-q", NULL};
     pid_t b = run_quiet(bench);
     mirror m;
     CU_ASSERT_FATAL(mirror_start(&m, s) == MS_OK);
-    for (int i = 0; i < 10; i++) {
-        sleep_ms(200);
-        rc = mirror_round(&m);
-        CU_ASSERT_EQUAL(rc, MS_OK);
-        printf("    round %d: %llu dirty of %llu pages\n", i + 1, (unsigned long long)m.last_dirty,
-               (unsigned long long)m.npages);
-    }
+    for (int i = 0; i < 10; i++)
+        copy_round(&m, i + 1, 200);
     CU_ASSERT(m.total_dirty > 1000);
     mirror_final_check(&m);
     ms_process_stats st;

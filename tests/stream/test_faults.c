@@ -346,30 +346,29 @@ static void test_drop_chunk(void)
     expect_failure("drop 1000 bytes", &r, codes, 2);
 }
 
-static void test_drop_frame(void)
+/* A whole frame dropped (frame 3 of channel 1) or sent twice (frame 2 of
+ * channel 0), plain and sealed: the receiver must refuse with `code`, its
+ * message containing `needle` (NULL: not checked). */
+static void whole_frame_fault(bool drop, const char *what, int code, const char *needle)
 {
     for (int sealed = 0; sealed < 2; sealed++) {
         run r;
+        char label[64];
         run_init(&r, 2, sealed);
-        r.px[1].drop_frame = 3;
+        if (drop)
+            r.px[1].drop_frame = 3;
+        else
+            r.px[0].dup_frame = 2;
         run_session(&r);
-        int codes[] = {MS_ERR_REORDER};
-        expect_failure(sealed ? "drop a whole frame, sealed" : "drop a whole frame", &r, codes, 1);
-        th_expect_msg(r.rx_msg, "missing");
+        snprintf(label, sizeof label, "%s%s", what, sealed ? ", sealed" : "");
+        expect_failure(label, &r, &code, 1);
+        if (needle)
+            th_expect_msg(r.rx_msg, needle);
     }
 }
 
-static void test_replay_frame(void)
-{
-    for (int sealed = 0; sealed < 2; sealed++) {
-        run r;
-        run_init(&r, 2, sealed);
-        r.px[0].dup_frame = 2;
-        run_session(&r);
-        int codes[] = {MS_ERR_REPLAY};
-        expect_failure(sealed ? "frame sent twice, sealed" : "frame sent twice", &r, codes, 1);
-    }
-}
+static void test_drop_frame(void) { whole_frame_fault(true, "drop a whole frame", MS_ERR_REORDER, "missing"); }
+static void test_replay_frame(void) { whole_frame_fault(false, "frame sent twice", MS_ERR_REPLAY, NULL); }
 
 /* ---- connection faults ------------------------------------------------------ */
 

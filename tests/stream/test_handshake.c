@@ -293,56 +293,49 @@ static void test_unsealed(void)
     CU_ASSERT(!(sv.peer.flags & MS_HELLO_F_SEALED));
 }
 
+/* sender_hello() with `cpsk` against a server with `smine`/`spsk`: both
+ * ends must refuse with `code`, the client's message containing cl_needle
+ * and the server's sv_needle (NULL: its wording is not checked). */
+static void expect_refused(side *cl, side *sv, const uint8_t *cpsk, ms_hello smine, const uint8_t *spsk, int code,
+                           const char *cl_needle, const char *sv_needle)
+{
+    run_pair(cl, sv, sender_hello(), cpsk, smine, spsk);
+    CU_ASSERT_EQUAL(cl->rc, code);
+    CU_ASSERT_EQUAL(sv->rc, code);
+    expect_msg(cl->msg, cl_needle);
+    if (sv_needle)
+        expect_msg(sv->msg, sv_needle);
+}
+
 static void test_wrong_key(void)
 {
     side cl, sv;
-    run_pair(&cl, &sv, sender_hello(), KEY_A, receiver_any(), KEY_B);
-    CU_ASSERT_EQUAL(cl.rc, MS_ERR_AUTH);
-    CU_ASSERT_EQUAL(sv.rc, MS_ERR_AUTH);
-    expect_msg(cl.msg, "peer does not hold the pre-shared key");
-    expect_msg(sv.msg, "peer does not hold the pre-shared key");
+    expect_refused(&cl, &sv, KEY_A, receiver_any(), KEY_B, MS_ERR_AUTH, "peer does not hold the pre-shared key",
+                   "peer does not hold the pre-shared key");
     CU_ASSERT(!cl.keys.sealed && !sv.keys.sealed);
 }
 
 static void test_sealed_vs_unsealed(void)
 {
     side cl, sv;
-    run_pair(&cl, &sv, sender_hello(), KEY_A, receiver_any(), NULL);
-    CU_ASSERT_EQUAL(cl.rc, MS_ERR_MISMATCH);
-    CU_ASSERT_EQUAL(sv.rc, MS_ERR_MISMATCH);
-    expect_msg(cl.msg, "this side has a key and seals frames, the peer has no key");
-    expect_msg(sv.msg, "the peer has a key and seals frames, this side has no key");
-    run_pair(&cl, &sv, sender_hello(), NULL, receiver_any(), KEY_A);
-    CU_ASSERT_EQUAL(cl.rc, MS_ERR_MISMATCH);
-    CU_ASSERT_EQUAL(sv.rc, MS_ERR_MISMATCH);
-    expect_msg(cl.msg, "the peer has a key");
-    expect_msg(sv.msg, "this side has a key");
+    expect_refused(&cl, &sv, KEY_A, receiver_any(), NULL, MS_ERR_MISMATCH,
+                   "this side has a key and seals frames, the peer has no key",
+                   "the peer has a key and seals frames, this side has no key");
+    expect_refused(&cl, &sv, NULL, receiver_any(), KEY_A, MS_ERR_MISMATCH, "the peer has a key",
+                   "this side has a key");
 }
 
 static void test_param_mismatch(void)
 {
     side cl, sv;
-    run_pair(&cl, &sv, sender_hello(), KEY_A, make_hello(MS_ROLE_RECEIVER, 0, 0, 8192, ""), KEY_A);
-    CU_ASSERT_EQUAL(cl.rc, MS_ERR_MISMATCH);
-    CU_ASSERT_EQUAL(sv.rc, MS_ERR_MISMATCH);
-    expect_msg(cl.msg, "page size: this side 4096, peer 8192");
-    expect_msg(sv.msg, "page size: this side 8192, peer 4096");
-
-    run_pair(&cl, &sv, sender_hello(), NULL, make_hello(MS_ROLE_RECEIVER, 0, 0, 0, "zstd:3"), NULL);
-    CU_ASSERT_EQUAL(cl.rc, MS_ERR_MISMATCH);
-    CU_ASSERT_EQUAL(sv.rc, MS_ERR_MISMATCH);
-    expect_msg(cl.msg, "codec chain: this side 'zero,delta,lz4:1', peer 'zstd:3'");
-
-    run_pair(&cl, &sv, sender_hello(), NULL, make_hello(MS_ROLE_RECEIVER, 0, 2, 0, ""), NULL);
-    CU_ASSERT_EQUAL(cl.rc, MS_ERR_MISMATCH);
-    CU_ASSERT_EQUAL(sv.rc, MS_ERR_MISMATCH);
-    expect_msg(cl.msg, "channel count: this side 4, peer 2");
-    expect_msg(sv.msg, "channel count: this side 2, peer 4");
-
-    run_pair(&cl, &sv, sender_hello(), NULL, make_hello(MS_ROLE_SENDER, 0, 4, 4096, "zero,delta,lz4:1"), NULL);
-    CU_ASSERT_EQUAL(cl.rc, MS_ERR_MISMATCH);
-    CU_ASSERT_EQUAL(sv.rc, MS_ERR_MISMATCH);
-    expect_msg(cl.msg, "both ends are senders");
+    expect_refused(&cl, &sv, KEY_A, make_hello(MS_ROLE_RECEIVER, 0, 0, 8192, ""), KEY_A, MS_ERR_MISMATCH,
+                   "page size: this side 4096, peer 8192", "page size: this side 8192, peer 4096");
+    expect_refused(&cl, &sv, NULL, make_hello(MS_ROLE_RECEIVER, 0, 0, 0, "zstd:3"), NULL, MS_ERR_MISMATCH,
+                   "codec chain: this side 'zero,delta,lz4:1', peer 'zstd:3'", NULL);
+    expect_refused(&cl, &sv, NULL, make_hello(MS_ROLE_RECEIVER, 0, 2, 0, ""), NULL, MS_ERR_MISMATCH,
+                   "channel count: this side 4, peer 2", "channel count: this side 2, peer 4");
+    expect_refused(&cl, &sv, NULL, make_hello(MS_ROLE_SENDER, 0, 4, 4096, "zero,delta,lz4:1"), NULL,
+                   MS_ERR_MISMATCH, "both ends are senders", NULL);
 }
 
 /* A fake server that speaks another version. */

@@ -752,27 +752,47 @@ static void test_tcp_peer_names_and_timeout(void)
     ms_conn_close(s);
 }
 
+/* A child process that connects over loopback TCP, does `act` on its
+ * end and dies by SIGKILL. Returns its pid; *server is our end. */
+static pid_t killed_peer(void (*act)(ms_conn *c), ms_conn **server, ms_listener **l)
+{
+    CU_ASSERT_FATAL(ms_tcp_listen("127.0.0.1", "0", NULL, l) == MS_OK);
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%u", (*l)->port);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        ms_conn *c = NULL;
+        if (ms_tcp_connect("127.0.0.1", ps, NULL, &c) == MS_OK)
+            act(c);
+        raise(SIGKILL);
+        _exit(1);
+    }
+    CU_ASSERT_FATAL(ms_listener_accept(*l, server, 5000) == MS_OK);
+    (*server)->timeout_ms = 5000;
+    return pid;
+}
+
+static void send_part(ms_conn *c)
+{
+    static uint8_t part[100000];
+    ms_conn_send(c, part, sizeof(part));
+}
+
+/* With unread data queued at its death, the kernel sends RST. */
+static void recv_part(ms_conn *c)
+{
+    static uint8_t part[65536];
+    ms_conn_recv(c, part, sizeof(part), NULL);
+}
+
 /* A child process that dies mid-transfer: the survivor gets MS_ERR_CLOSED
  * promptly, with *got saying how much arrived, never a hang. */
 static void test_tcp_sender_killed(void)
 {
     ms_listener *l = NULL;
-    CU_ASSERT_FATAL(ms_tcp_listen("127.0.0.1", "0", NULL, &l) == MS_OK);
-    char ps[16];
-    snprintf(ps, sizeof(ps), "%u", l->port);
-    pid_t pid = fork();
-    CU_ASSERT_FATAL(pid >= 0);
-    if (pid == 0) {
-        ms_conn *c = NULL;
-        static uint8_t part[100000];
-        if (ms_tcp_connect("127.0.0.1", ps, NULL, &c) == MS_OK)
-            ms_conn_send(c, part, sizeof(part));
-        raise(SIGKILL);
-        _exit(1);
-    }
     ms_conn *s = NULL;
-    CU_ASSERT_FATAL(ms_listener_accept(l, &s, 5000) == MS_OK);
-    s->timeout_ms = 5000;
+    pid_t pid = killed_peer(send_part, &s, &l);
     size_t len = 1u << 20, got = 0;
     uint8_t *buf = malloc(len);
     uint64_t t0 = ms_now_ns();
@@ -790,22 +810,8 @@ static void test_tcp_sender_killed(void)
 static void test_tcp_receiver_killed(void)
 {
     ms_listener *l = NULL;
-    CU_ASSERT_FATAL(ms_tcp_listen("127.0.0.1", "0", NULL, &l) == MS_OK);
-    char ps[16];
-    snprintf(ps, sizeof(ps), "%u", l->port);
-    pid_t pid = fork();
-    CU_ASSERT_FATAL(pid >= 0);
-    if (pid == 0) {
-        ms_conn *c = NULL;
-        static uint8_t part[65536];
-        if (ms_tcp_connect("127.0.0.1", ps, NULL, &c) == MS_OK)
-            ms_conn_recv(c, part, sizeof(part), NULL);
-        raise(SIGKILL); /* with unread data queued: the kernel sends RST */
-        _exit(1);
-    }
     ms_conn *s = NULL;
-    CU_ASSERT_FATAL(ms_listener_accept(l, &s, 5000) == MS_OK);
-    s->timeout_ms = 5000;
+    pid_t pid = killed_peer(recv_part, &s, &l);
     size_t len = 64u << 20;
     uint8_t *buf = calloc(1, len);
     uint64_t t0 = ms_now_ns();
