@@ -1,13 +1,13 @@
 /* `migstream inspect FILE`: the frames and totals of a recorded stream
  * (`migstream replay --record`), checked end to end by decoding it; and, for
- * a libxc migration stream, its records and page statistics. */
+ * a libxc migration stream, a libxl stream or an `xl save` file, its headers,
+ * records and page statistics. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,7 +16,6 @@
 #include "xen/xen.h"
 
 #define CMD "inspect"
-#define XL_MAGIC "Xen saved domain, xl format\n \0 \r"
 #define ABORT_TEXT_MAX 400u /* the longest ABORT reason a sender writes */
 
 typedef struct inspect_opts {
@@ -36,7 +35,9 @@ static void usage(FILE *f)
             "bytes per codec, and whether the stream is complete. Unless --no-verify, the\n"
             "stream is also decoded: every frame's hash is checked, pages are counted per\n"
             "stage (zero, delta, raw) and the digest of the image it rebuilds is printed.\n"
-            "A libxc migration stream (or `xl save` file) is recognised by its header.\n"
+            "A libxc migration stream, a libxl stream or an `xl save` file is recognised by\n"
+            "its header: its xl header, libxl records and the embedded libxc stream's\n"
+            "records, page types, zero and resent pages are shown (read in bounded memory).\n"
             "\n"
             "  -f, --frames      list every frame\n"
             "  -k, --key FILE    key of a sealed stream (needed to decode it)\n"
@@ -54,49 +55,60 @@ static const char *type_name(unsigned t)
     return t <= MS_FRAME_TYPE_MAX ? names[t] : "?";
 }
 
-/* ---- libxc streams: handed to the Xen module's scanner --------------------- */
+/* ---- libxc streams and xl save files: the Xen module's scanner ------------- */
 
-static int inspect_libxc(const inspect_opts *o, int fd, bool xl_file)
+static void libxc_json(const ms_save_stats *ss, uint64_t size, int rc)
+{
+    const ms_xc_stats *xs = &ss->xc;
+    fprintf(stdout, ",\"format\":\"%s\",\"version\":%u,\"records\":%" PRIu64 ",\"bytes\":%" PRIu64
+                    ",\"data_pages\":%" PRIu64 ",\"zero_pages\":%" PRIu64 ",\"pfn_entries\":%" PRIu64
+                    ",\"distinct_pfns\":%" PRIu64 ",\"resent_pages\":%" PRIu64 ",\"max_pfn\":%" PRIu64,
+            ms_save_kind_name(ss->kind), xs->hdr.version, xs->records, ss->kind == MS_SAVE_LIBXC ? ss->bytes : xs->bytes,
+            xs->data_pages, xs->zero_pages, xs->pfn_entries, xs->distinct_pfns, xs->resent_pages, xs->max_pfn);
+    if (ss->has_xl)
+        fprintf(stdout, ",\"xl\":{\"mandatory_flags\":%u,\"optional_flags\":%u,\"optional_data_len\":%u,"
+                        "\"config_len\":%u}",
+                ss->xl.mandatory_flags, ss->xl.optional_flags, ss->xl.optional_data_len, ss->xl.config_len);
+    if (ss->has_libxl) {
+        fprintf(stdout, ",\"libxl\":{\"version\":%u,\"options\":%u,\"records\":%" PRIu64 ",\"by_type\":{",
+                ss->libxl.version, ss->libxl.options, ss->libxl_records);
+        for (uint32_t t = 0, n = 0; t < MS_LIBXL_REC_TYPE_COUNT; t++)
+            if (ss->libxl_count[t])
+                fprintf(stdout, "%s\"%s\":{\"records\":%" PRIu64 ",\"bytes\":%" PRIu64 "}", n++ ? "," : "",
+                        ms_libxl_rec_name(t), ss->libxl_count[t], ss->libxl_bytes[t]);
+        fprintf(stdout, "},\"optional_records\":%" PRIu64 "},\"libxc_offset\":%" PRIu64 ",\"file_bytes\":%" PRIu64,
+                ss->libxl_optional_records, ss->libxc_offset, ss->bytes);
+    }
+    fprintf(stdout, ",\"trailing_bytes\":%" PRIu64 ",\"valid\":%s", rc == MS_OK ? size - ss->bytes : 0,
+            rc == MS_OK ? "true" : "false");
+    if (rc < 0) {
+        fputs(",\"error\":", stdout);
+        ms_json_error(stdout, rc, ms_last_error());
+    }
+    fputs("}\n", stdout);
+}
+
+/* Read in bounded memory from the fd, whatever the file's size. */
+static int inspect_libxc(const inspect_opts *o, int fd)
 {
     struct stat st;
-    if (xl_file) {
-        /* Hook: the xl/libxl wrapper (header, config, then the libxc stream)
-         * is the Xen module's to parse; until it offers that, say so. */
-        fprintf(stderr, "migstream inspect: %s is an `xl save` file; inspecting the xl wrapper is not "
-                        "supported by this build yet (extract the libxc stream after the xl header)\n", o->path);
-        return MS_EXIT_FAIL;
-    }
-    if (fstat(fd, &st) < 0 || st.st_size <= 0)
+    ms_save_stats ss;
+    if (fstat(fd, &st) < 0)
         return ms_tool_fail(CMD, ms_error(MS_ERR_IO, "%s: cannot size the file", o->path));
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED)
-        return ms_tool_fail(CMD, ms_error(MS_ERR_IO, "%s: mmap: %s", o->path, strerror(errno)));
-    ms_xc_stats xs;
-    size_t used = 0;
-    memset(&xs, 0, sizeof xs);
-    int rc = ms_xc_scan(map, (size_t)st.st_size, &xs, &used);
+    int rc = ms_save_scan_fd(fd, &ss);
     if (o->json) {
         fputs("{\"file\":", stdout);
         ms_json_str(stdout, o->path);
-        fprintf(stdout, ",\"format\":\"libxc\",\"version\":%u,\"records\":%" PRIu64 ",\"bytes\":%" PRIu64
-                        ",\"data_pages\":%" PRIu64 ",\"zero_pages\":%" PRIu64 ",\"pfn_entries\":%" PRIu64
-                        ",\"distinct_pfns\":%" PRIu64 ",\"resent_pages\":%" PRIu64 ",\"max_pfn\":%" PRIu64
-                        ",\"trailing_bytes\":%" PRIu64 ",\"valid\":%s",
-                xs.hdr.version, xs.records, xs.bytes, xs.data_pages, xs.zero_pages, xs.pfn_entries,
-                xs.distinct_pfns, xs.resent_pages, xs.max_pfn, (uint64_t)st.st_size - used,
-                rc == MS_OK ? "true" : "false");
-        if (rc < 0) {
-            fputs(",\"error\":", stdout);
-            ms_json_error(stdout, rc, ms_last_error());
-        }
-        fputs("}\n", stdout);
+        libxc_json(&ss, (uint64_t)st.st_size, rc);
     } else {
-        printf("%s: libxc migration stream\n", o->path);
-        ms_xc_stats_print(&xs, stdout);
-        if (rc == MS_OK && used < (size_t)st.st_size)
-            printf("%zu bytes follow the libxc END record (the toolstack's own data)\n", (size_t)st.st_size - used);
+        printf("%s: %s\n", o->path,
+               ss.kind == MS_SAVE_XL ? "`xl save` file" : ss.kind == MS_SAVE_LIBXL ? "libxl migration stream"
+                                                                                  : "libxc migration stream");
+        ms_save_stats_print(&ss, stdout);
+        if (rc == MS_OK && ss.bytes < (uint64_t)st.st_size)
+            printf("%llu bytes follow the final END record (the toolstack's own data)\n",
+                   (unsigned long long)((uint64_t)st.st_size - ss.bytes));
     }
-    munmap(map, (size_t)st.st_size);
     return rc < 0 ? ms_tool_fail(CMD, rc) : MS_EXIT_OK;
 }
 
@@ -475,14 +487,8 @@ int cmd_inspect(int argc, char **argv)
     if (fd < 0)
         return ms_tool_fail(CMD, ms_error(MS_ERR_IO, "cannot open %s: %s", o.path, strerror(errno)));
     ssize_t n = pread(fd, magic, sizeof magic, 0);
-    if (n >= 12 && ms_get_le64(magic) == UINT64_MAX && magic[8] == 'X' && magic[9] == 'E' && magic[10] == 'N' &&
-        magic[11] == 'F') {
-        rc = inspect_libxc(&o, fd, false);
-        close(fd);
-        return rc;
-    }
-    if (n >= (ssize_t)sizeof XL_MAGIC - 1 && !memcmp(magic, XL_MAGIC, sizeof XL_MAGIC - 1)) {
-        rc = inspect_libxc(&o, fd, true);
+    if (n > 0 && ms_save_detect(magic, (size_t)n) != MS_SAVE_UNKNOWN) {
+        rc = inspect_libxc(&o, fd);
         close(fd);
         return rc;
     }

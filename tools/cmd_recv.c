@@ -14,12 +14,11 @@
 #define CMD "recv"
 
 typedef struct recv_opts {
-    const char *listen, *key_file, *out, *opaque_out, *transport, *rdma_opts;
-    bool discard, insecure, json, quiet;
-    unsigned sessions, workers;
-    uint64_t timeout_ms, accept_timeout_ms, max_image;
-    uint8_t key[MS_KEY_SIZE];
-    bool have_key;
+    ms_tool_net net;
+    const char *listen, *out, *opaque_out;
+    bool discard, insecure;
+    unsigned sessions;
+    uint64_t accept_timeout_ms, max_image;
 } recv_opts;
 
 static void usage(FILE *f)
@@ -69,39 +68,29 @@ static void usage(FILE *f)
 static int parse(int argc, char **argv, recv_opts *o)
 {
     static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},   {"key", required_argument, NULL, 'k'},
-        {"insecure", no_argument, NULL, 'I'},        {"out", required_argument, NULL, 'o'},
-        {"opaque-out", required_argument, NULL, 'O'}, {"discard", no_argument, NULL, 'd'},
-        {"sessions", required_argument, NULL, 'n'}, {"transport", required_argument, NULL, 't'},
-        {"workers", required_argument, NULL, 'w'},  {"timeout", required_argument, NULL, 'T'},
+        {"listen", required_argument, NULL, 'l'},   {"insecure", no_argument, NULL, 'I'},
+        {"out", required_argument, NULL, 'o'},      {"opaque-out", required_argument, NULL, 'O'},
+        {"discard", no_argument, NULL, 'd'},        {"sessions", required_argument, NULL, 'n'},
         {"accept-timeout", required_argument, NULL, 'A'}, {"max-image", required_argument, NULL, 'M'},
-        {"rdma-opts", required_argument, NULL, 'R'},
-        {"json", no_argument, NULL, 'j'},           {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        MS_TOOL_NET_LONGOPTS('t', 'R'),
     };
     int c;
     memset(o, 0, sizeof *o);
     o->sessions = 1;
-    o->transport = "tcp";
+    o->net.transport = "tcp";
     optind = 1;
     while ((c = getopt_long(argc, argv, "l:k:o:dn:t:w:jqh", opts, NULL)) != -1) {
-        int rc = MS_OK;
-        switch (c) {
+        int rc = ms_tool_net_option(CMD, &o->net, c, 't', 'R', optarg);
+        switch (rc ? 0 : c) {
+        case 0: break;
         case 'l': o->listen = optarg; break;
-        case 'k': o->key_file = optarg; break;
         case 'I': o->insecure = true; break;
         case 'o': o->out = optarg; break;
         case 'O': o->opaque_out = optarg; break;
         case 'd': o->discard = true; break;
         case 'n': rc = ms_opt_uint(CMD, "--sessions", optarg, 0, 1000000, &o->sessions); break;
-        case 't': o->transport = optarg; break;
-        case 'R': o->rdma_opts = optarg; break;
-        case 'w': rc = ms_opt_uint(CMD, "--workers", optarg, 1, 256, &o->workers); break;
-        case 'T': rc = ms_opt_duration(CMD, "--timeout", optarg, &o->timeout_ms); break;
         case 'A': rc = ms_opt_duration(CMD, "--accept-timeout", optarg, &o->accept_timeout_ms); break;
         case 'M': rc = ms_opt_size(CMD, "--max-image", optarg, &o->max_image); break;
-        case 'j': o->json = true; break;
-        case 'q': o->quiet = true; break;
         case 'h': usage(stdout); return 1;
         default: usage(stderr); return -1;
         }
@@ -110,11 +99,9 @@ static int parse(int argc, char **argv, recv_opts *o)
     }
     if (optind != argc)
         return ms_tool_usage_error(CMD, "unexpected argument '%s'", argv[optind]), -1;
-    bool fd = !strcmp(o->transport, "fd");
-    if (!fd && ms_tool_check_transport(CMD, o->transport, o->rdma_opts) < 0)
+    if (ms_tool_net_check(CMD, &o->net) < 0)
         return -1;
-    if (fd && o->rdma_opts)
-        return ms_tool_usage_error(CMD, "--rdma-opts applies to --transport rdma only"), -1;
+    bool fd = o->net.fd;
     if (!fd && !o->listen)
         return ms_tool_usage_error(CMD, "--listen HOST:PORT is required"), -1;
     if (fd && o->listen)
@@ -123,7 +110,7 @@ static int parse(int argc, char **argv, recv_opts *o)
         return ms_tool_usage_error(CMD, "--transport fd serves exactly one session"), -1;
     if (!o->out == !o->discard)
         return ms_tool_usage_error(CMD, "give either --out FILE or --discard"), -1;
-    if (o->key_file && o->insecure)
+    if (o->net.key_file && o->insecure)
         return ms_tool_usage_error(CMD, "--key and --insecure exclude each other"), -1;
     return 0;
 }
@@ -140,7 +127,7 @@ static int sinks_open(const recv_opts *o, unsigned index, session_sinks *s, char
 {
     memset(s, 0, sizeof *s);
     s->fd = s->opaque_fd = -1;
-    ms_progress_init(&s->bar, o->quiet || o->json);
+    ms_progress_init(&s->bar, o->net.quiet || o->net.json);
     s->digest.max_pages = o->max_image ? o->max_image / MS_PAGE_SIZE : 0;
     if (o->out) {
         if (index > 1)
@@ -195,7 +182,7 @@ static void report(FILE *f, const recv_opts *o, unsigned index, const ms_hello *
     for (unsigned i = 0; i < MS_SESSION_ID_SIZE; i++)
         snprintf(sid + 2 * i, 3, "%02x", h->session_id[i]);
     uint64_t digest = ms_digest_sink_value(&s->digest);
-    if (o->json) {
+    if (o->net.json) {
         fprintf(f, "{\"session\":%u,\"id\":\"%s\",\"peer\":", index, sid);
         ms_json_str(f, peer);
         fprintf(f, ",\"channels\":%u,\"chain\":", h->channels);
@@ -235,9 +222,9 @@ static void report(FILE *f, const recv_opts *o, unsigned index, const ms_hello *
 static ms_session_config session_cfg(const recv_opts *o)
 {
     ms_session_config cfg = {
-        .workers = o->workers,
-        .timeout_ms = o->timeout_ms,
-        .key = o->have_key ? o->key : NULL,
+        .workers = o->net.workers,
+        .timeout_ms = o->net.timeout_ms,
+        .key = o->net.have_key ? o->net.key : NULL,
         .insecure = o->insecure,
     };
     return cfg;
@@ -294,7 +281,7 @@ static int serve_one(recv_opts *o, ms_listener *l, unsigned index, bool *accept_
     if (rc < 0 && !msg[0])
         snprintf(msg, sizeof msg, "%s", ms_last_error());
     report(stdout, o, index, &hello, peer, path, &s, &st, rc, msg);
-    if (rc < 0 && !o->json)
+    if (rc < 0 && !o->net.json)
         fprintf(stderr, "migstream recv: session %u: %s\n", index, msg);
     sinks_free(&s);
     ms_stats_free(&st);
@@ -309,18 +296,15 @@ int cmd_recv(int argc, char **argv)
     int p = parse(argc, argv, &o);
     if (p)
         return p > 0 ? MS_EXIT_OK : MS_EXIT_USAGE;
-    if (o.key_file) {
-        if ((rc = ms_key_load(o.key_file, o.key)) < 0)
-            return ms_tool_fail(CMD, rc);
-        o.have_key = true;
-    }
-    if (!strcmp(o.transport, "fd")) {
+    if ((rc = ms_tool_net_load_key(CMD, &o.net)) != MS_EXIT_OK)
+        return rc;
+    if (!strcmp(o.net.transport, "fd")) {
         rc = serve_fd(&o);
         return ms_exit_code(rc);
     }
-    if ((rc = ms_tool_listen_via(o.transport, o.rdma_opts, o.listen, o.timeout_ms, &l)) < 0)
+    if ((rc = ms_tool_listen_via(o.net.transport, o.net.rdma_opts, o.listen, o.net.timeout_ms, &l)) < 0)
         return ms_tool_fail(CMD, rc);
-    if (!l->loopback_only && !o.have_key && !o.insecure) {
+    if (!l->loopback_only && !o.net.have_key && !o.insecure) {
         fprintf(stderr, "migstream recv: refusing to listen on %s without a key: it is reachable from other "
                         "hosts. Give --key FILE (make one with `migstream keygen FILE`), or --insecure to "
                         "accept unsealed sessions anyway.\n", l->addr);
@@ -328,7 +312,7 @@ int cmd_recv(int argc, char **argv)
         return MS_EXIT_SECURITY;
     }
     fprintf(stderr, "migstream recv: listening on %s%s\n", l->addr,
-            o.have_key ? " (key required)" : (l->loopback_only ? "" : " (INSECURE: no key)"));
+            o.net.have_key ? " (key required)" : (l->loopback_only ? "" : " (INSECURE: no key)"));
     fflush(stderr);
     for (unsigned i = 1; o.sessions == 0 || i <= o.sessions; i++) {
         bool accept_failed;

@@ -2,6 +2,9 @@
  * recorded stream) through a codec chain and transport to a receiver, in
  * rounds that re-send a changing fraction of pages, and report throughput,
  * ratio, CPU per side, and whether the receiver rebuilt the very same image.
+ * A libxc stream, libxl stream or `xl save` file is carried as the Xen
+ * preload carries it (pages through the codecs, the rest as opaque bytes)
+ * and the receiver rebuilds the file itself, compared by hash.
  *
  * Memory stays flat however large the image: a page is never stored, it is
  * its base content (read from the file with pread, or generated) plus the
@@ -22,26 +25,28 @@
 
 #include "ms_config.h"
 #include "tools/toolutil.h"
+#include "xen/xen.h"
 
 #define CMD "replay"
 #define BATCH_PAGES 256u
 
-enum source_kind { SRC_IMAGE, SRC_SAMPLE, SRC_STREAM };
+enum source_kind { SRC_IMAGE, SRC_SAMPLE, SRC_STREAM, SRC_SAVE };
 
 typedef struct replay_opts {
-    const char *image, *stream, *chain, *to, *key_file, *record, *transport, *rdma_opts, *listen_addr;
-    uint64_t sample_bytes, max_bw, timeout_ms, seed;
-    unsigned rounds, channels, workers, queue_depth, frame_pages;
+    ms_tool_net net;
+    const char *image, *stream, *chain, *to, *record, *listen_addr, *format;
+    enum ms_save_kind save_kind; /* not MS_SAVE_UNKNOWN: carry the file as a libxc stream */
+    uint64_t sample_bytes, max_bw, seed;
+    unsigned rounds, channels, queue_depth, frame_pages;
     double mutate;
-    bool json, quiet, rounds_given, mutate_given;
-    uint8_t key[MS_KEY_SIZE];
-    bool have_key;
+    bool rounds_given, mutate_given;
 } replay_opts;
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: migstream replay (--image FILE | --sample SIZE | --stream FILE) [--rounds N --mutate F]\n"
+            "                        [--format auto|image|libxc]\n"
             "                        [--chain CHAIN] [--channels N] [--workers N] [--to HOST:PORT]\n"
             "                        [--transport tcp|fd|rdma [--rdma-opts SPEC]] [--listen-addr ADDR]\n"
             "                        [--key FILE] [--max-bandwidth RATE]\n"
@@ -57,6 +62,15 @@ static void usage(FILE *f)
             "  -s, --sample SIZE        the built-in mixed sample (zero pages, text, pointer-rich\n"
             "                           structures, random bytes), e.g. 1G\n"
             "  -S, --stream FILE        a stream recorded with --record: decoded, then re-sent\n"
+            "      --format auto|image|libxc\n"
+            "                           how to take the file of --image / --stream: libxc\n"
+            "                           carries a libxc stream, libxl stream or `xl save` file\n"
+            "                           as the Xen preload does (pages through the codecs,\n"
+            "                           records as opaque bytes, rounds found in the stream)\n"
+            "                           and checks that the receiver rebuilds the file byte for\n"
+            "                           byte; image: the file as raw memory (--image) or a\n"
+            "                           migstream record (--stream); auto (default): libxc\n"
+            "                           when the file starts like one\n"
             "Rounds:\n"
             "  -r, --rounds N           rounds (default 1: every page once); rounds after the\n"
             "                           first re-send a fraction of the pages, changed\n"
@@ -98,6 +112,37 @@ static void usage(FILE *f)
             "transport failure, 5 authentication or integrity failure.\n");
 }
 
+static const char *kind_text(enum ms_save_kind k)
+{
+    return k == MS_SAVE_XL ? "`xl save` file" : k == MS_SAVE_LIBXL ? "libxl stream" : "libxc stream";
+}
+
+/* --format: whether the file is carried as a libxc stream (o->save_kind). */
+static int save_format(replay_opts *o)
+{
+    const char *path = o->image ? o->image : o->stream;
+    uint8_t head[MS_XL_MAGIC_SIZE];
+    bool forced = !strcmp(o->format, "libxc");
+    if (!forced && strcmp(o->format, "auto") && strcmp(o->format, "image"))
+        return ms_tool_usage_error(CMD, "--format must be auto, image or libxc, not '%s'", o->format), -1;
+    if (!path) {
+        if (forced)
+            return ms_tool_usage_error(CMD, "--format libxc needs --image or --stream FILE"), -1;
+        return 0;
+    }
+    if (!strcmp(o->format, "image"))
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : pread(fd, head, sizeof head, 0);
+    if (fd >= 0)
+        close(fd);
+    o->save_kind = n > 0 ? ms_save_detect(head, (size_t)n) : MS_SAVE_UNKNOWN;
+    if (forced && !o->save_kind)
+        return ms_tool_usage_error(CMD, "--format libxc: %s is not a libxc stream, libxl stream or `xl save` file%s",
+                                   path, n < 0 ? " (cannot read it)" : ""), -1;
+    return 0;
+}
+
 static int parse(int argc, char **argv, replay_opts *o)
 {
     static const struct option opts[] = {
@@ -105,14 +150,10 @@ static int parse(int argc, char **argv, replay_opts *o)
         {"stream", required_argument, NULL, 'S'},   {"rounds", required_argument, NULL, 'r'},
         {"mutate", required_argument, NULL, 'm'},   {"seed", required_argument, NULL, 'E'},
         {"chain", required_argument, NULL, 'c'},    {"channels", required_argument, NULL, 'n'},
-        {"workers", required_argument, NULL, 'w'},  {"queue-depth", required_argument, NULL, 'Q'},
-        {"frame-pages", required_argument, NULL, 'F'}, {"max-bandwidth", required_argument, NULL, 'b'},
-        {"timeout", required_argument, NULL, 'T'},  {"to", required_argument, NULL, 't'},
-        {"transport", required_argument, NULL, 'X'}, {"key", required_argument, NULL, 'k'},
-        {"record", required_argument, NULL, 'R'},   {"rdma-opts", required_argument, NULL, 'O'},
-        {"listen-addr", required_argument, NULL, 'L'}, {"json", no_argument, NULL, 'j'},
-        {"quiet", no_argument, NULL, 'q'},          {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"queue-depth", required_argument, NULL, 'Q'}, {"frame-pages", required_argument, NULL, 'F'},
+        {"max-bandwidth", required_argument, NULL, 'b'}, {"to", required_argument, NULL, 't'},
+        {"record", required_argument, NULL, 'R'},   {"listen-addr", required_argument, NULL, 'L'},
+        {"format", required_argument, NULL, 'Y'},   MS_TOOL_NET_LONGOPTS('X', 'O'),
     };
     int c, sources = 0;
     memset(o, 0, sizeof *o);
@@ -121,11 +162,13 @@ static int parse(int argc, char **argv, replay_opts *o)
     o->chain = "zero,delta,lz4";
     o->channels = 1;
     o->seed = 1;
-    o->transport = "tcp";
+    o->net.transport = "tcp";
+    o->format = "auto";
     optind = 1;
     while ((c = getopt_long(argc, argv, "i:s:S:r:m:c:n:w:b:t:k:jqh", opts, NULL)) != -1) {
-        int rc = MS_OK;
-        switch (c) {
+        int rc = ms_tool_net_option(CMD, &o->net, c, 'X', 'O', optarg);
+        switch (rc ? 0 : c) {
+        case 0: break;
         case 'i': o->image = optarg; sources++; break;
         case 's': rc = ms_opt_size(CMD, "--sample", optarg, &o->sample_bytes); sources++; break;
         case 'S': o->stream = optarg; sources++; break;
@@ -134,19 +177,13 @@ static int parse(int argc, char **argv, replay_opts *o)
         case 'E': rc = ms_opt_u64(CMD, "--seed", optarg, &o->seed); break;
         case 'c': o->chain = optarg; break;
         case 'n': rc = ms_opt_uint(CMD, "--channels", optarg, 1, MS_HELLO_MAX_CHANNELS, &o->channels); break;
-        case 'w': rc = ms_opt_uint(CMD, "--workers", optarg, 1, 256, &o->workers); break;
         case 'Q': rc = ms_opt_uint(CMD, "--queue-depth", optarg, 1, 65536, &o->queue_depth); break;
         case 'F': rc = ms_opt_uint(CMD, "--frame-pages", optarg, 1, MS_MAX_FRAME_PAGES, &o->frame_pages); break;
         case 'b': rc = ms_opt_rate(CMD, "--max-bandwidth", optarg, &o->max_bw); break;
-        case 'T': rc = ms_opt_duration(CMD, "--timeout", optarg, &o->timeout_ms); break;
         case 't': o->to = optarg; break;
-        case 'X': o->transport = optarg; break;
-        case 'k': o->key_file = optarg; break;
         case 'R': o->record = optarg; break;
-        case 'O': o->rdma_opts = optarg; break;
         case 'L': o->listen_addr = optarg; break;
-        case 'j': o->json = true; break;
-        case 'q': o->quiet = true; break;
+        case 'Y': o->format = optarg; break;
         case 'h': usage(stdout); return 1;
         default: usage(stderr); return -1;
         }
@@ -157,26 +194,29 @@ static int parse(int argc, char **argv, replay_opts *o)
         return ms_tool_usage_error(CMD, "unexpected argument '%s'", argv[optind]), -1;
     if (sources != 1)
         return ms_tool_usage_error(CMD, "give exactly one of --image, --sample, --stream"), -1;
+    if (save_format(o) < 0)
+        return -1;
+    if (o->save_kind && (o->rounds_given || o->mutate_given))
+        return ms_tool_usage_error(CMD, "--rounds and --mutate do not apply to a %s (its rounds are in the stream)",
+                                   kind_text(o->save_kind)), -1;
     if (o->stream && (o->rounds_given || o->mutate_given))
         return ms_tool_usage_error(CMD, "--rounds and --mutate do not apply to --stream (its rounds are recorded)"), -1;
     if (o->image == NULL && o->stream == NULL && o->sample_bytes < MS_PAGE_SIZE)
         return ms_tool_usage_error(CMD, "--sample must be at least one page (4K)"), -1;
-    bool fd = !strcmp(o->transport, "fd");
-    if (!fd && ms_tool_check_transport(CMD, o->transport, o->rdma_opts) < 0)
+    if (ms_tool_net_check(CMD, &o->net) < 0)
         return -1;
-    if (fd && o->rdma_opts)
-        return ms_tool_usage_error(CMD, "--rdma-opts applies to --transport rdma only"), -1;
+    bool fd = o->net.fd;
     if (o->listen_addr && (o->to || fd))
         return ms_tool_usage_error(CMD, "--listen-addr is for the local receiver of --transport tcp or rdma "
                                         "(without --to)"), -1;
-    if (!strcmp(o->transport, "rdma") && !o->to && !o->listen_addr)
+    if (!strcmp(o->net.transport, "rdma") && !o->to && !o->listen_addr)
         return ms_tool_usage_error(CMD, "--transport rdma without --to needs --listen-addr ADDR for the local "
                                         "receiver: an address of a netdev with an RDMA device (Soft-RoCE "
                                         "cannot use 127.0.0.1)"), -1;
-    if (!strcmp(o->transport, "fd") && o->to && strcmp(o->to, "-"))
+    if (!strcmp(o->net.transport, "fd") && o->to && strcmp(o->to, "-"))
         return ms_tool_usage_error(CMD, "--transport fd sends to stdout: use --to - (or no --to for a local "
                                         "receiver)"), -1;
-    if (o->to && !strcmp(o->to, "-") && (strcmp(o->transport, "fd") || o->channels != 1))
+    if (o->to && !strcmp(o->to, "-") && (strcmp(o->net.transport, "fd") || o->channels != 1))
         return ms_tool_usage_error(CMD, "--to - needs --transport fd and one channel"), -1;
     return 0;
 }
@@ -462,13 +502,109 @@ static int peek_record(const char *path, ms_hello *h)
     ssize_t n = pread(fd, b, sizeof b, 0);
     close(fd);
     if (n >= 8 && ms_get_le64(b) == UINT64_MAX)
-        return ms_error(MS_ERR_UNSUPPORTED, "%s is a libxc migration stream; replaying libxc streams is not "
-                                            "supported by this build (see `migstream inspect`)", path);
+        return ms_error(MS_ERR_UNSUPPORTED, "%s is a libxc migration stream, not a migstream record: replay it "
+                                            "with --format libxc (or auto)", path);
     if (n != (ssize_t)sizeof b)
         return ms_error(MS_ERR_TRUNCATED, "%s is too short to be a migstream record", path);
     if ((rc = ms_hello_unpack(b, h)) < 0)
         return ms_error_wrap(rc, "%s is not a migstream record", path);
     return MS_OK;
+}
+
+/* ---- carrying a libxc stream / libxl stream / xl save file ---------------- */
+
+/* The file as sent (up to its final END) and as the receiver rebuilt it:
+ * hashes and lengths, compared at the end. */
+typedef struct save_run {
+    ms_save_to_sender ts;
+    XXH3_state_t *src_hash, *rx_hash;
+    uint64_t src_bytes, rx_bytes, file_bytes;
+    ms_save_writer *writer;
+} save_run;
+
+static int rebuilt_out(void *ctx, const void *data, size_t len)
+{
+    save_run *sr = ctx;
+    XXH3_64bits_update(sr->rx_hash, data, len);
+    sr->rx_bytes += len;
+    return MS_OK;
+}
+
+static int save_run_init(save_run *sr)
+{
+    sr->src_hash = XXH3_createState();
+    sr->rx_hash = XXH3_createState();
+    if (!sr->src_hash || !sr->rx_hash)
+        return ms_error(MS_ERR_NOMEM, "out of memory");
+    XXH3_64bits_reset(sr->src_hash);
+    XXH3_64bits_reset(sr->rx_hash);
+    return ms_save_writer_new(rebuilt_out, sr, &sr->writer);
+}
+
+static void save_run_free(save_run *sr)
+{
+    XXH3_freeState(sr->src_hash);
+    XXH3_freeState(sr->rx_hash);
+    ms_save_writer_free(sr->writer);
+}
+
+/* Whole chunks into the reader: it takes bytes up to the final END and
+ * says where that was; what follows is not part of the stream. */
+static int pump_save(ms_save_reader *r, int fd, uint8_t *buf, size_t cap, save_run *sr, progress_state *ps)
+{
+    while (!ms_save_reader_done(r)) {
+        ssize_t got = read(fd, buf, cap);
+        size_t used = 0;
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return ms_error(MS_ERR_IO, "read: %s", strerror(errno));
+        if (got == 0)
+            return ms_save_reader_finish(r);
+        int rc = ms_save_reader_push(r, buf, (size_t)got, &used);
+        XXH3_64bits_update(sr->src_hash, buf, used);
+        sr->src_bytes += used;
+        ps->pages_done = sr->ts.data_pages;
+        ps->round = sr->ts.ts.round;
+        show(ps, false);
+        if (rc < 0)
+            return rc;
+    }
+    return MS_OK;
+}
+
+static int send_save(ms_sender *s, const char *path, save_run *sr, progress_state *ps)
+{
+    enum { CHUNK = 1 << 20 };
+    struct stat st;
+    ms_save_reader *r = NULL;
+    uint8_t *buf = malloc(CHUNK);
+    int rc, fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        rc = ms_error(MS_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (!buf) {
+        rc = ms_error(MS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    sr->file_bytes = (uint64_t)st.st_size;
+    sr->ts.ts.sender = s;
+    ps->pages_total = sr->file_bytes / MS_XC_PAGE_SIZE;
+    if ((rc = ms_save_reader_new(&ms_save_reader_to_sender_cb, &sr->ts, 0, &r)) < 0)
+        goto out;
+    rc = pump_save(r, fd, buf, CHUNK, sr, ps);
+    if (rc == MS_OK)
+        rc = ms_save_to_sender_end(&sr->ts);
+    else
+        ms_error_wrap(rc, "%s", path);
+    show(ps, true);
+out:
+    ms_save_reader_free(r);
+    free(buf);
+    if (fd >= 0)
+        close(fd);
+    return rc;
 }
 
 /* ---- the local receiver ----------------------------------------------------- */
@@ -479,6 +615,8 @@ typedef struct local_rx {
     unsigned n;
     ms_session_config cfg;
     ms_digest_sink digest;
+    const ms_sink_ops *sink; /* what the receiver rebuilds: digest or sink_ctx */
+    void *sink_ctx;
     ms_stats stats;
     int rc;
     char msg[512];
@@ -494,8 +632,7 @@ static void *local_rx_main(void *arg)
         ms_accepted a;
         rc = ms_accept_session(r->l, &r->cfg, 30000, &a);
         if (rc == MS_OK)
-            rc = ms_receiver_run(&r->cfg, &a.hello, a.conns, a.keys, a.nconns, &ms_digest_sink_ops, &r->digest,
-                                 &r->stats);
+            rc = ms_receiver_run(&r->cfg, &a.hello, a.conns, a.keys, a.nconns, r->sink, r->sink_ctx, &r->stats);
         if (rc < 0)
             snprintf(r->msg, sizeof r->msg, "%s", ms_last_error());
         ms_accepted_free(&a);
@@ -516,7 +653,7 @@ static void *local_rx_main(void *arg)
                 first = peer;
         }
         if (rc == MS_OK)
-            rc = ms_receiver_run(&r->cfg, &first, r->conns, keys, r->n, &ms_digest_sink_ops, &r->digest, &r->stats);
+            rc = ms_receiver_run(&r->cfg, &first, r->conns, keys, r->n, r->sink, r->sink_ctx, &r->stats);
         if (rc < 0)
             snprintf(r->msg, sizeof r->msg, "%s", ms_last_error());
         free(keys);
@@ -546,15 +683,15 @@ static int connect_all(const replay_opts *o, ms_conn **snd, local_rx *r)
     if (o->to && !strcmp(o->to, "-"))
         return ms_fd_conn_new(-1, STDOUT_FILENO, false, &snd[0]);
     if (o->to)
-        return ms_tool_connect_via(o->transport, o->rdma_opts, o->to, o->channels, o->timeout_ms, snd);
+        return ms_tool_connect_via(o->net.transport, o->net.rdma_opts, o->to, o->channels, o->net.timeout_ms, snd);
     r->n = o->channels;
-    if (strcmp(o->transport, "fd")) {
+    if (strcmp(o->net.transport, "fd")) {
         char where[300];
         if ((rc = local_addr(o->listen_addr ? o->listen_addr : "127.0.0.1", 0, where, sizeof where)) < 0 ||
-            (rc = ms_tool_listen_via(o->transport, o->rdma_opts, where, o->timeout_ms, &r->l)) < 0 ||
+            (rc = ms_tool_listen_via(o->net.transport, o->net.rdma_opts, where, o->net.timeout_ms, &r->l)) < 0 ||
             (rc = local_addr(o->listen_addr ? o->listen_addr : "127.0.0.1", r->l->port, where, sizeof where)) < 0)
             return rc;
-        return ms_tool_connect_via(o->transport, o->rdma_opts, where, o->channels, o->timeout_ms, snd);
+        return ms_tool_connect_via(o->net.transport, o->net.rdma_opts, where, o->channels, o->net.timeout_ms, snd);
     }
     for (unsigned i = 0; i < o->channels; i++) {
         int sv[2];
@@ -578,6 +715,7 @@ typedef struct outcome {
     const ms_stats *tx;
     const ms_stats *rx;
     uint64_t pages;
+    const save_run *save; /* a libxc stream / xl save file was carried */
 } outcome;
 
 static void report_json(const replay_opts *o, const source *src, const outcome *out, const char *chain)
@@ -585,17 +723,24 @@ static void report_json(const replay_opts *o, const source *src, const outcome *
     FILE *f = stdout;
     const ms_round_stats *t = &out->tx->total;
     fputs("{\"source\":{\"kind\":", f);
-    ms_json_str(f, src->kind == SRC_IMAGE ? "image" : src->kind == SRC_SAMPLE ? "sample" : "stream");
+    ms_json_str(f, src->kind == SRC_SAVE ? ms_save_kind_name(o->save_kind)
+                   : src->kind == SRC_IMAGE ? "image" : src->kind == SRC_SAMPLE ? "sample" : "stream");
     fputs(",\"path\":", f);
     ms_json_str(f, src->path);
-    fprintf(f, ",\"bytes\":%" PRIu64 ",\"pages\":%" PRIu64 "},\"chain\":", src->bytes, out->pages);
+    fprintf(f, ",\"bytes\":%" PRIu64 ",\"pages\":%" PRIu64, src->bytes, out->pages);
+    if (out->save)
+        fprintf(f, ",\"libxc_records\":%" PRIu64 ",\"libxl_records\":%" PRIu64 ",\"stream_bytes\":%" PRIu64
+                   ",\"rebuilt_bytes\":%" PRIu64 ",\"trailing_bytes\":%" PRIu64,
+                out->save->ts.xc_records, out->save->ts.libxl_records, out->save->src_bytes, out->save->rx_bytes,
+                out->save->file_bytes > out->save->src_bytes ? out->save->file_bytes - out->save->src_bytes : 0);
+    fputs("},\"chain\":", f);
     ms_json_str(f, chain);
     fprintf(f, ",\"channels\":%u,\"workers\":%u,\"rounds\":%zu,\"mutate\":%.4f,\"transport\":", o->channels,
-            o->workers, out->tx->nrounds, o->mutate);
-    ms_json_str(f, o->transport);
+            o->net.workers, out->tx->nrounds, o->mutate);
+    ms_json_str(f, o->net.transport);
     fputs(",\"to\":", f);
     ms_json_str(f, o->to ? o->to : "local");
-    fprintf(f, ",\"sealed\":%s,\"max_bandwidth\":%" PRIu64 ",\"result\":\"%s\"", o->have_key ? "true" : "false",
+    fprintf(f, ",\"sealed\":%s,\"max_bandwidth\":%" PRIu64 ",\"result\":\"%s\"", o->net.have_key ? "true" : "false",
             o->max_bw, out->rc == MS_OK ? (out->identical || !out->local ? "ok" : "differs") : "error");
     if (out->rc < 0) {
         fputs(",\"error\":", f);
@@ -627,13 +772,18 @@ static void report_text(const replay_opts *o, const source *src, const outcome *
     char b[32];
     const ms_round_stats *t = &out->tx->total;
     double wall = out->wall_s;
-    fprintf(f, "replay: %s %s (%s, %" PRIu64 " pages), %zu round%s", src->kind == SRC_STREAM ? "stream" : src->kind == SRC_IMAGE ? "image" : "built-in",
+    fprintf(f, "replay: %s %s (%s, %" PRIu64 " pages), %zu round%s",
+            src->kind == SRC_SAVE ? kind_text(o->save_kind) : src->kind == SRC_STREAM ? "stream"
+            : src->kind == SRC_IMAGE ? "image" : "built-in",
             src->path, ms_tool_bytes(src->kind == SRC_STREAM ? out->pages * MS_PAGE_SIZE : src->bytes, b, sizeof b),
             out->pages, out->tx->nrounds, out->tx->nrounds == 1 ? "" : "s");
-    if (src->kind != SRC_STREAM && o->rounds > 1)
+    if (out->save)
+        fprintf(f, " found in the stream; %" PRIu64 " libxc and %" PRIu64 " libxl records as opaque bytes",
+                out->save->ts.xc_records, out->save->ts.libxl_records);
+    if (src->kind != SRC_STREAM && src->kind != SRC_SAVE && o->rounds > 1)
         fprintf(f, ", %.1f%% of pages changed per later round", 100.0 * o->mutate);
     fprintf(f, "\nchain %s, %u channel%s over %s to %s, %s\n", chain, o->channels, o->channels == 1 ? "" : "s",
-            o->transport, o->to ? o->to : "a local receiver", o->have_key ? "sealed" : "not sealed");
+            o->net.transport, o->to ? o->to : "a local receiver", o->net.have_key ? "sealed" : "not sealed");
     ms_stats_print(out->tx, "sender", f);
     if (out->rx)
         ms_stats_print(out->rx, "receiver", f);
@@ -644,9 +794,13 @@ static void report_text(const replay_opts *o, const source *src, const outcome *
     fprintf(f, "CPU: sender %.2f s", out->tx->cpu_s);
     if (out->rx)
         fprintf(f, ", receiver %.2f s", out->rx->cpu_s);
-    fprintf(f, "\nsource image digest   %016" PRIx64 "\n", out->src_digest);
+    const char *what = out->save ? "file" : "image";
+    fprintf(f, "\nsource %s digest   %016" PRIx64 "\n", what, out->src_digest);
+    if (out->save && out->save->file_bytes > out->save->src_bytes)
+        fprintf(f, "(%" PRIu64 " bytes after the final END are not part of the stream: not sent)\n",
+                out->save->file_bytes - out->save->src_bytes);
     if (out->local)
-        fprintf(f, "receiver image digest %016" PRIx64 ": %s\n", out->rx_digest,
+        fprintf(f, "receiver %s digest %016" PRIx64 ": %s\n", what, out->rx_digest,
                 out->identical ? "byte-identical" : "DIFFERS");
     else if (out->acked)
         fprintf(f, "the receiver acknowledged the whole stream (every frame delivered and its hash verified);\n"
@@ -660,12 +814,12 @@ static void report_text(const replay_opts *o, const source *src, const outcome *
 static ms_session_config session_cfg(const replay_opts *o, ms_conn *record)
 {
     ms_session_config cfg = {
-        .workers = o->workers,
+        .workers = o->net.workers,
         .queue_depth = o->queue_depth,
         .frame_pages = o->frame_pages,
-        .timeout_ms = o->timeout_ms,
+        .timeout_ms = o->net.timeout_ms,
         .max_bandwidth = o->max_bw,
-        .key = o->have_key ? o->key : NULL,
+        .key = o->net.have_key ? o->net.key : NULL,
         .oneway = o->to && !strcmp(o->to, "-"),
         .record = record,
     };
@@ -685,7 +839,7 @@ static int open_record(const char *path, ms_conn **out)
 
 /* Everything the sending side does; the caller reports. */
 static int run(replay_opts *o, source *src, local_rx *lr, outcome *out, ms_sender **sp, resend *rs,
-               progress_state *ps, ms_stats *decode_stats)
+               progress_state *ps, ms_stats *decode_stats, save_run *sr)
 {
     ms_conn **snd = calloc(o->channels, sizeof *snd);
     ms_conn *record = NULL;
@@ -695,12 +849,12 @@ static int run(replay_opts *o, source *src, local_rx *lr, outcome *out, ms_sende
 
     if (!snd)
         return ms_error(MS_ERR_NOMEM, "out of memory");
-    if (o->stream && (rc = peek_record(o->stream, &rec_hello)) < 0)
+    if (o->stream && !o->save_kind && (rc = peek_record(o->stream, &rec_hello)) < 0)
         goto out;
     if (o->record && (rc = open_record(o->record, &record)) < 0)
         goto out;
     cfg = session_cfg(o, record);
-    if (o->stream)
+    if (o->stream && !o->save_kind)
         cfg.page_size = rec_hello.page_size;
     if ((rc = ms_chain_parse(o->chain, &cfg.chain)) < 0)
         goto out;
@@ -724,7 +878,9 @@ static int run(replay_opts *o, source *src, local_rx *lr, outcome *out, ms_sende
     snd = NULL;
     if (rc < 0)
         goto out;
-    if (o->stream) {
+    if (o->save_kind) {
+        rc = send_save(*sp, src->path, sr, ps);
+    } else if (o->stream) {
         ms_conn *in = NULL;
         int fd = open(o->stream, O_RDONLY | O_CLOEXEC);
         rs->s = *sp;
@@ -735,7 +891,7 @@ static int run(replay_opts *o, source *src, local_rx *lr, outcome *out, ms_sende
         else if ((rc = ms_fd_conn_new(fd, -1, true, &in)) < 0)
             close(fd);
         if (rc == MS_OK) {
-            ms_session_config dcfg = {.workers = o->workers, .key = o->have_key ? o->key : NULL};
+            ms_session_config dcfg = {.workers = o->net.workers, .key = o->net.have_key ? o->net.key : NULL};
             rc = ms_receive_stream(in, &dcfg, &resend_ops, rs, decode_stats, NULL);
             if (rc < 0)
                 ms_error_wrap(rc, "decoding %s", o->stream);
@@ -771,6 +927,7 @@ int cmd_replay(int argc, char **argv)
     resend rs;
     progress_state ps;
     ms_stats decode_stats = {0}, empty = {0};
+    save_run sr;
     ms_sender *s = NULL;
     char chain_text[MS_CHAIN_TEXT_MAX];
     ms_chain ch;
@@ -781,23 +938,29 @@ int cmd_replay(int argc, char **argv)
     if (ms_chain_parse(o.chain, &ch) < 0)
         return ms_tool_usage_error(CMD, "--chain: %s", ms_last_error());
     ms_chain_format(&ch, chain_text, sizeof chain_text);
-    if (!o.workers) {
+    if (!o.net.workers) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        o.workers = n > 0 ? (unsigned)n : 1;
+        o.net.workers = n > 0 ? (unsigned)n : 1;
     }
-    if (o.key_file) {
-        if ((rc = ms_key_load(o.key_file, o.key)) < 0)
-            return ms_tool_fail(CMD, rc);
-        o.have_key = true;
-    }
+    if ((rc = ms_tool_net_load_key(CMD, &o.net)) != MS_EXIT_OK)
+        return rc;
     memset(&lr, 0, sizeof lr);
     memset(&out, 0, sizeof out);
     memset(&rs, 0, sizeof rs);
     memset(&ps, 0, sizeof ps);
-    ms_progress_init(&ps.bar, o.quiet || o.json);
+    ms_progress_init(&ps.bar, o.net.quiet || o.net.json);
     memset(&src, 0, sizeof src);
+    memset(&sr, 0, sizeof sr);
     src.fd = -1;
-    if (o.stream) {
+    lr.sink = &ms_digest_sink_ops;
+    lr.sink_ctx = &lr.digest;
+    if (o.save_kind) {
+        src.kind = SRC_SAVE;
+        src.path = o.image ? o.image : o.stream;
+        rc = save_run_init(&sr);
+        lr.sink = &ms_save_writer_sink_ops;
+        lr.sink_ctx = sr.writer;
+    } else if (o.stream) {
         src.kind = SRC_STREAM;
         src.path = o.stream;
         rc = MS_OK;
@@ -806,7 +969,7 @@ int cmd_replay(int argc, char **argv)
         ps.pages_total = src.npages;
     }
     if (rc == MS_OK)
-        rc = run(&o, &src, &lr, &out, &s, &rs, &ps, &decode_stats);
+        rc = run(&o, &src, &lr, &out, &s, &rs, &ps, &decode_stats, &sr);
     ms_progress_done(&ps.bar);
     out.rc = rc;
     if (rc < 0 && !out.msg[0])
@@ -820,7 +983,14 @@ int cmd_replay(int argc, char **argv)
             snprintf(out.msg, sizeof out.msg, "receiver: %.500s", lr.msg);
         }
     }
-    if (o.stream) {
+    out.rx_digest = ms_digest_sink_value(&lr.digest);
+    if (o.save_kind) {
+        out.save = &sr;
+        out.src_digest = sr.src_hash ? XXH3_64bits_digest(sr.src_hash) : 0;
+        out.rx_digest = sr.rx_hash ? XXH3_64bits_digest(sr.rx_hash) : 0;
+        out.pages = sr.ts.data_pages;
+        src.bytes = sr.file_bytes;
+    } else if (o.stream) {
         out.src_digest = ms_digest_sink_value(&rs.digest);
         out.pages = rs.digest.npages;
     } else {
@@ -829,16 +999,16 @@ int cmd_replay(int argc, char **argv)
     }
     /* No receiver digest to show when the local receiver never started. */
     out.local = !o.to && lr.started;
-    out.rx_digest = ms_digest_sink_value(&lr.digest);
     out.tx = s ? ms_sender_stats(s) : &empty;
     out.rx = out.local ? &lr.stats : NULL;
     out.acked = rc == MS_OK && s && ms_sender_stats(s)->verified;
-    out.identical = rc == MS_OK && out.local && out.rx_digest == out.src_digest && lr.rc == MS_OK;
-    if (o.json)
+    out.identical = rc == MS_OK && out.local && out.rx_digest == out.src_digest && lr.rc == MS_OK &&
+                    (!o.save_kind || (sr.rx_bytes == sr.src_bytes && ms_save_writer_done(sr.writer)));
+    if (o.net.json)
         report_json(&o, &src, &out, chain_text);
     else
         report_text(&o, &src, &out, chain_text);
-    if (rc < 0 && !o.json)
+    if (rc < 0 && !o.net.json)
         fprintf(stderr, "migstream replay: %s\n", out.msg);
     int code = rc < 0 ? ms_exit_code(rc) : (out.local && !out.identical ? MS_EXIT_VERIFY : MS_EXIT_OK);
     ms_sender_free(s);
@@ -850,6 +1020,7 @@ int cmd_replay(int argc, char **argv)
     ms_digest_sink_free(&lr.digest);
     ms_digest_sink_free(&rs.digest);
     ms_buf_free(&rs.pending);
+    save_run_free(&sr);
     source_close(&src);
     return code;
 }

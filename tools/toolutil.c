@@ -401,3 +401,122 @@ const ms_sink_ops ms_progress_sink_ops = {
     .round_end = progress_round_end,
     .end = progress_end,
 };
+
+/* ---- shared by migrate and sim ------------------------------------------- */
+
+int ms_tool_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+                   ms_tool_option_fn option, void *ctx, bool *help)
+{
+    int c, rc = MS_OK;
+    optind = 1;
+    opterr = 0;
+    while (!rc && (c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            *help = true;
+            break;
+        }
+        if (c == '?')
+            rc = ms_error(MS_ERR_INVAL, "unknown or incomplete option '%s'", argv[optind - 1]);
+        else
+            rc = option(ctx, c, optarg);
+    }
+    return rc;
+}
+
+int ms_tool_number(const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || end == s || !(v >= lo && v <= hi))
+        return ms_error(MS_ERR_INVAL, "%s: '%s' is not a number in %g..%g", opt, s, lo, hi);
+    *out = v;
+    return MS_OK;
+}
+
+int ms_tool_parse_policies(const char *text, const char **names, size_t *n)
+{
+    if (!strcmp(text, "all"))
+        text = "precopy,fragmented,downtime";
+    *n = 0;
+    char *copy = strdup(text), *save = NULL;
+    int rc = MS_OK;
+    for (char *t = strtok_r(copy, ",", &save); t && !rc; t = strtok_r(NULL, ",", &save)) {
+        const ms_policy_ops *ops = ms_policy_by_name(t);
+        if (!ops)
+            rc = ms_error(MS_ERR_INVAL, "unknown policy '%s' (known: %s, all)", t, ms_policy_names());
+        else if (*n == MS_TOOL_MAX_POLICIES)
+            rc = ms_error(MS_ERR_INVAL, "more than %d policies", MS_TOOL_MAX_POLICIES);
+        else
+            names[(*n)++] = ops->name;
+    }
+    free(copy);
+    if (!rc && !*n)
+        rc = ms_error(MS_ERR_INVAL, "--policy needs at least one name");
+    return rc;
+}
+
+int ms_tool_policy_option(int opt, const char *arg, ms_policy_config *pc)
+{
+    uint64_t u;
+    switch (opt) {
+    case MS_TOOL_OPT_DOWNTIME: return ms_tool_number("--downtime", arg, 0.1, 3.6e6, &pc->downtime_ms);
+    case MS_TOOL_OPT_FRAGMENT_SIZE:
+        if (ms_parse_size(arg, &u) || !u || u % (64 * MS_PAGE_SIZE) || u / MS_PAGE_SIZE > (1u << 24))
+            return ms_error(MS_ERR_INVAL, "--fragment-size: '%s' is not a multiple of 256K up to 64G", arg);
+        pc->fragment_pages = (uint32_t)(u / MS_PAGE_SIZE);
+        return MS_OK;
+    default: return ms_error(MS_ERR_INVAL, "option %d is not a scheduler option", opt);
+    }
+}
+
+int ms_tool_parsed(const char *cmd, int rc, bool help, void (*usage)(FILE *f))
+{
+    if (help) {
+        usage(stdout);
+        return MS_EXIT_OK;
+    }
+    if (rc) {
+        fprintf(stderr, "migstream %s: %s\n", cmd, ms_last_error());
+        return MS_EXIT_USAGE;
+    }
+    return -1;
+}
+
+void ms_tool_reports_print(const ms_migration_report *reps, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        putchar('\n');
+        ms_report_print(&reps[i], stdout);
+    }
+}
+
+void ms_tool_reports_json(const ms_migration_report *reps, size_t n)
+{
+    printf("{\"migrations\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            putchar(',');
+        ms_report_json(&reps[i], stdout);
+    }
+    printf("]}\n");
+}
+
+int ms_tool_reports_finish(const ms_migration_report *reps, size_t n, const char *plot, const char *title_prefix,
+                           const char *plot_title, bool json)
+{
+    const ms_migration_report *ptrs[MS_TOOL_MAX_POLICIES];
+    char title[256];
+    fflush(stdout);
+    if (!plot)
+        return MS_OK;
+    if (n > MS_TOOL_MAX_POLICIES)
+        n = MS_TOOL_MAX_POLICIES;
+    for (size_t i = 0; i < n; i++)
+        ptrs[i] = &reps[i];
+    snprintf(title, sizeof(title), "%s%s", title_prefix, plot_title ? plot_title : reps[0].source);
+    int rc = ms_report_plot(ptrs, n, plot, title);
+    if (!rc && !json)
+        printf("plots: %s.png %s.svg\n", plot, plot);
+    return rc;
+}

@@ -4,8 +4,10 @@
 #ifndef MS_TOOLUTIL_H
 #define MS_TOOLUTIL_H
 
+#include <getopt.h>
 #include <stdio.h>
 
+#include "fragsched/fragsched.h"
 #include "stream/stream.h"
 #include "tools/tools.h"
 
@@ -84,5 +86,84 @@ extern const ms_sink_ops ms_progress_sink_ops;
 
 /* Human-readable bytes ("1.5 GiB") into buf. */
 const char *ms_tool_bytes(uint64_t b, char *buf, size_t n);
+
+/* ---- shared by migrate and sim --------------------------------------------
+ * These set the message with ms_error() and return a negative code: the
+ * caller prints it. */
+
+/* getopt_long over argv from optind 1, without getopt's own messages: 'h'
+ * (and --help mapped to it) sets *help and stops; an unknown or incomplete
+ * option is MS_ERR_INVAL naming it; every other option goes to
+ * `option(ctx, c, optarg)`, whose failure ends the parse. */
+typedef int (*ms_tool_option_fn)(void *ctx, int c, const char *arg);
+int ms_tool_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+                   ms_tool_option_fn option, void *ctx, bool *help);
+
+/* A decimal number in lo..hi: "OPT: 'S' is not a number in LO..HI". */
+int ms_tool_number(const char *opt, const char *s, double lo, double hi, double *out);
+
+/* --policy P[,P...] ("all": precopy,fragmented,downtime) into names[]
+ * (static strings), at most MS_TOOL_MAX_POLICIES. */
+#define MS_TOOL_MAX_POLICIES 8
+int ms_tool_parse_policies(const char *text, const char **names, size_t *n);
+
+/* The scheduler options both commands take: put MS_TOOL_POLICY_LONGOPTS in
+ * the option table, MS_TOOL_POLICY_HELP in the usage text, and hand
+ * MS_TOOL_OPT_DOWNTIME and MS_TOOL_OPT_FRAGMENT_SIZE to
+ * ms_tool_policy_option. --max-rounds is each command's own to parse. */
+enum { MS_TOOL_OPT_DOWNTIME = 900, MS_TOOL_OPT_FRAGMENT_SIZE };
+#define MS_TOOL_POLICY_LONGOPTS                                        \
+    {"downtime", required_argument, NULL, MS_TOOL_OPT_DOWNTIME},       \
+    {"fragment-size", required_argument, NULL, MS_TOOL_OPT_FRAGMENT_SIZE}
+#define MS_TOOL_POLICY_HELP                                                   \
+    "  --downtime MS         downtime target (default 300)\n"                 \
+    "  --fragment-size SIZE  fragment size, multiple of 256K (default 2M)\n" \
+    "  --max-rounds N        safety bound on live rounds (default 30)\n"
+int ms_tool_policy_option(int opt, const char *arg, ms_policy_config *pc);
+
+/* What parse_args left: MS_EXIT_OK after printing `usage` for --help,
+ * MS_EXIT_USAGE after "migstream CMD: MESSAGE" for a bad option (rc < 0),
+ * or -1 to go on. */
+int ms_tool_parsed(const char *cmd, int rc, bool help, void (*usage)(FILE *f));
+
+/* The reports on stdout: as {"migrations":[...]}, or each after an empty
+ * line. */
+void ms_tool_reports_json(const ms_migration_report *reps, size_t n);
+void ms_tool_reports_print(const ms_migration_report *reps, size_t n);
+/* After the reports are printed: flush stdout; with a plot prefix, write
+ * PREFIX.png and PREFIX.svg titled title_prefix followed by plot_title (or
+ * the first report's source) and, unless the output is JSON, say so. */
+int ms_tool_reports_finish(const ms_migration_report *reps, size_t n, const char *plot, const char *title_prefix,
+                           const char *plot_title, bool json);
+
+
+/* ---- shared by recv and replay: the network options ---------------------
+ * Put MS_TOOL_NET_LONGOPTS (with the command's values for --transport and
+ * --rdma-opts; the others are 'k', 'w', 'T', 'j', 'q', 'h') at the end of
+ * the option table, hand each getopt result to ms_tool_net_option before
+ * the command's own switch, and call ms_tool_net_check after the loop. */
+typedef struct ms_tool_net {
+    const char *transport, *rdma_opts, *key_file; /* transport: set a default */
+    unsigned workers;
+    uint64_t timeout_ms;
+    bool json, quiet;
+    bool fd;                                      /* --transport fd */
+    uint8_t key[MS_KEY_SIZE];
+    bool have_key;                                /* --key loaded */
+} ms_tool_net;
+#define MS_TOOL_NET_LONGOPTS(transport_c, rdma_c)                                                    \
+    {"transport", required_argument, NULL, transport_c}, {"rdma-opts", required_argument, NULL, rdma_c}, \
+    {"key", required_argument, NULL, 'k'}, {"workers", required_argument, NULL, 'w'},                \
+    {"timeout", required_argument, NULL, 'T'}, {"json", no_argument, NULL, 'j'},                     \
+    {"quiet", no_argument, NULL, 'q'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}
+/* 1: c was a network option, stored; 0: it is the command's; -1: its value
+ * is bad (the reason printed). */
+int ms_tool_net_option(const char *cmd, ms_tool_net *n, int c, int transport_c, int rdma_c, const char *arg);
+/* A transport this build has (tcp, rdma) or fd, and --rdma-opts only with
+ * rdma; sets n->fd. 0, or -1 after the usage message. */
+int ms_tool_net_check(const char *cmd, ms_tool_net *n);
+/* Load --key FILE when given: MS_EXIT_OK, or the exit code after
+ * "migstream CMD: MESSAGE". */
+int ms_tool_net_load_key(const char *cmd, ms_tool_net *n);
 
 #endif

@@ -4,8 +4,8 @@
  * It wraps xc_domain_save / xc_domain_restore (symbol version VERS_4.17.0):
  * libxc writes into / reads from a pipe, and a pump thread carries the
  * libxc stream through a migstream session, either on libxl's own fd
- * ("inband") or on a side TCP connection announced by a token on libxl's
- * fd. xc_logdirty_control is wrapped to mark round boundaries.
+ * ("inband") or on side TCP or RDMA connections announced by a token on
+ * libxl's fd. xc_logdirty_control is wrapped to mark round boundaries.
  *
  * With no MIGSTREAM_* variable in the environment every wrapper calls the
  * real function with the caller's arguments and does nothing else. */
@@ -26,12 +26,20 @@
 #include <xenguest.h>
 
 #include "fragsched/fragsched.h"
+#include "ms_config.h"
 #include "tcp/tcp.h"
 #include "xen/xen.h"
+#if MS_HAVE_RDMA
+#include "rdma/rdma.h"
+#endif
 
 #define XC_VERSION "VERS_4.17.0"
 #define TOKEN_MAGIC "MSXENTK1"
-#define TOKEN_SIZE 32u /* magic, session id, channels u16, reserved */
+#define TOKEN_SIZE 32u /* magic, session id, channels u16, side transport u8, reserved */
+#define TOKEN_TRANSPORT_OFF 26u /* 0: tcp (all tokens before rdma), 1: rdma */
+#define NO_RDMA_BUILD_MSG                                                                                 \
+    "MIGSTREAM_TRANSPORT=rdma: this build of the preload has no RDMA transport (rebuild migstream with " \
+    "libibverbs-dev and librdmacm-dev installed, meson feature rdma)"
 
 extern char **environ;
 
@@ -49,6 +57,7 @@ typedef struct xcfg {
     uint64_t timeout_ms;
     unsigned workers;
     char peer[256], listen[256];
+    const char *rdma_opts;   /* MIGSTREAM_RDMA_OPTS, checked at parse time */
     const char *record;
     bool fragmented;         /* MIGSTREAM_SCHED=fragmented */
     ms_policy_config policy; /* its parameters */
@@ -68,6 +77,37 @@ static const char *env(const char *name)
     return v && *v ? v : NULL;
 }
 
+#if MS_HAVE_RDMA
+/* MIGSTREAM_RDMA_OPTS over the preload's defaults (MIGSTREAM_TIMEOUT, the
+ * connect retries of tcp). */
+static int rdma_options(const xcfg *c, ms_rdma_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->timeout_ms = c->timeout_ms;
+    o->connect_retries = 20;
+    int rc = c->rdma_opts ? ms_rdma_options_parse(c->rdma_opts, o) : MS_OK;
+    return rc ? ms_error_wrap(rc, "MIGSTREAM_RDMA_OPTS=%s", c->rdma_opts) : MS_OK;
+}
+#endif
+
+/* Everything that can be known before libxc starts: the options, and on
+ * the sender that this machine has an RDMA device at all (the receiver
+ * checks when a session announces rdma: a sender may still use inband). */
+static int check_rdma(const xcfg *c, bool sender)
+{
+#if MS_HAVE_RDMA
+    ms_rdma_options o;
+    int rc = rdma_options(c, &o);
+    if (!rc && sender && (rc = ms_rdma_available()))
+        rc = ms_error_wrap(rc, "MIGSTREAM_TRANSPORT=rdma");
+    return rc;
+#else
+    (void)c;
+    (void)sender;
+    return ms_error(MS_ERR_UNSUPPORTED, NO_RDMA_BUILD_MSG);
+#endif
+}
+
 static int parse_cfg(xcfg *c, bool sender)
 {
     const char *v;
@@ -85,8 +125,10 @@ static int parse_cfg(xcfg *c, bool sender)
         c->transport = T_INBAND;
     else if (!strcmp(v, "tcp"))
         c->transport = T_TCP;
+    else if (!strcmp(v, "rdma") && MS_HAVE_RDMA)
+        c->transport = T_RDMA;
     else if (!strcmp(v, "rdma"))
-        return ms_error(MS_ERR_UNSUPPORTED, "MIGSTREAM_TRANSPORT=rdma: this preload has no RDMA transport yet");
+        return ms_error(MS_ERR_UNSUPPORTED, NO_RDMA_BUILD_MSG);
     else
         return ms_error(MS_ERR_INVAL, "MIGSTREAM_TRANSPORT=%s: use inband, tcp or rdma", v);
     int rc = ms_chain_parse(env("MIGSTREAM_CODEC") ? env("MIGSTREAM_CODEC") : "zero,delta,lz4", &c->chain);
@@ -131,13 +173,15 @@ static int parse_cfg(xcfg *c, bool sender)
         c->policy.downtime_ms = (double)ms;
     }
     c->record = env("MIGSTREAM_RECORD");
-    if (c->transport == T_TCP) {
+    if (c->transport != T_INBAND) {
         const char *name = sender ? "MIGSTREAM_PEER" : "MIGSTREAM_LISTEN";
         if (!(v = env(name)))
-            return ms_error(MS_ERR_INVAL, "MIGSTREAM_TRANSPORT=tcp needs %s=HOST:PORT", name);
+            return ms_error(MS_ERR_INVAL, "MIGSTREAM_TRANSPORT=%s needs %s=HOST:PORT",
+                            c->transport == T_TCP ? "tcp" : "rdma", name);
         snprintf(sender ? c->peer : c->listen, sizeof(c->peer), "%s", v);
     }
-    return MS_OK;
+    c->rdma_opts = env("MIGSTREAM_RDMA_OPTS");
+    return c->transport == T_RDMA ? check_rdma(c, sender) : MS_OK;
 }
 
 static void fill_session(const xcfg *c, ms_session_config *s)
@@ -349,9 +393,18 @@ static int open_conns(save_session *s, int io_fd, ms_conn **conns, ms_session_co
         return ms_error(MS_ERR_IO, "getentropy: %s", strerror(errno));
     memcpy(token + 8, sc->session_id, MS_SESSION_ID_SIZE);
     ms_put_le16(token + 24, (uint16_t)s->cfg.channels);
+    token[TOKEN_TRANSPORT_OFF] = s->cfg.transport == T_RDMA;
     int rc = write_all(io_fd, token, sizeof(token));
     if (rc)
         return ms_error_wrap(rc, "writing the session token on libxl's fd");
+#if MS_HAVE_RDMA
+    if (s->cfg.transport == T_RDMA) {
+        ms_rdma_options o;
+        if (!(rc = rdma_options(&s->cfg, &o)))
+            rc = ms_rdma_connect_n(s->cfg.peer, s->cfg.channels, &o, conns);
+        return rc ? ms_error_wrap(rc, "connecting to MIGSTREAM_PEER=%s over rdma", s->cfg.peer) : MS_OK;
+    }
+#endif
     char host[256], port[32];
     if ((rc = ms_split_hostport(s->cfg.peer, host, sizeof(host), port, sizeof(port))))
         return ms_error_wrap(rc, "MIGSTREAM_PEER=%s", s->cfg.peer);
@@ -701,23 +754,46 @@ static int run_inband(restore_session *s, ms_xc_writer *w, const uint8_t head[8]
     return rc;
 }
 
-static int run_tcp(restore_session *s, ms_xc_writer *w)
+/* Listen on MIGSTREAM_LISTEN with the transport the sender's token names. */
+static int side_listen(const restore_session *s, bool rdma, ms_listener **l)
+{
+    int rc;
+    if (rdma) {
+#if MS_HAVE_RDMA
+        ms_rdma_options o;
+        if ((rc = rdma_options(&s->cfg, &o)) || (rc = ms_rdma_available()))
+            return ms_error_wrap(rc, "the sender uses rdma side connections");
+        rc = ms_rdma_listen_str(s->cfg.listen, &o, l);
+        return rc ? ms_error_wrap(rc, "MIGSTREAM_LISTEN=%s (rdma)", s->cfg.listen) : MS_OK;
+#else
+        return ms_error(MS_ERR_UNSUPPORTED, "the sender uses rdma side connections, but %s", NO_RDMA_BUILD_MSG);
+#endif
+    }
+    char host[256], port[32];
+    if ((rc = ms_split_hostport(s->cfg.listen, host, sizeof(host), port, sizeof(port))))
+        return ms_error_wrap(rc, "MIGSTREAM_LISTEN=%s", s->cfg.listen);
+    ms_tcp_options opt = {.timeout_ms = s->cfg.timeout_ms};
+    rc = ms_tcp_listen(host, port, &opt, l);
+    return rc ? ms_error_wrap(rc, "MIGSTREAM_LISTEN=%s", s->cfg.listen) : MS_OK;
+}
+
+static int run_side(restore_session *s, ms_xc_writer *w)
 {
     uint8_t rest[TOKEN_SIZE - 8];
     int rc = read_all(s->io_fd, rest, sizeof(rest));
     if (rc)
         return ms_error_wrap(rc, "session token");
+    bool rdma = rest[TOKEN_TRANSPORT_OFF - 8] == 1;
+    if (rest[TOKEN_TRANSPORT_OFF - 8] > 1)
+        return ms_error(MS_ERR_CORRUPT, "session token: unknown side transport %u", rest[TOKEN_TRANSPORT_OFF - 8]);
     if (!s->cfg.listen[0])
-        return ms_error(MS_ERR_INVAL, "the sender uses a tcp side connection: set MIGSTREAM_LISTEN=HOST:PORT");
-    char host[256], port[32];
-    if ((rc = ms_split_hostport(s->cfg.listen, host, sizeof(host), port, sizeof(port))))
-        return ms_error_wrap(rc, "MIGSTREAM_LISTEN=%s", s->cfg.listen);
-    ms_tcp_options opt = {.timeout_ms = s->cfg.timeout_ms};
+        return ms_error(MS_ERR_INVAL, "the sender uses a %s side connection: set MIGSTREAM_LISTEN=HOST:PORT",
+                        rdma ? "rdma" : "tcp");
     ms_listener *l = NULL;
     ms_session_config sc;
     fill_session(&s->cfg, &sc);
-    if ((rc = ms_tcp_listen(host, port, &opt, &l)))
-        return ms_error_wrap(rc, "MIGSTREAM_LISTEN=%s", s->cfg.listen);
+    if ((rc = side_listen(s, rdma, &l)))
+        return rc;
     if (!l->loopback_only && !s->cfg.have_key) {
         ms_listener_close(l);
         return ms_error(MS_ERR_AUTH, "MIGSTREAM_LISTEN=%s is not loopback-only: set MIGSTREAM_KEY_FILE",
@@ -764,7 +840,7 @@ static void *restore_pump(void *arg)
         if (!memcmp(head, MS_HELLO_MAGIC, 8))
             rc = run_inband(s, w, head);
         else if (!memcmp(head, TOKEN_MAGIC, 8))
-            rc = run_tcp(s, w);
+            rc = run_side(s, w);
         else if (!memcmp(head, marker, 8)) {
             ms_log(MS_LOG_INFO, "migstream-xen: the sender sent a plain libxc stream; passing it through");
             rc = run_plain(s, w, head);

@@ -11,6 +11,7 @@
 
 typedef struct scan_ctx {
     ms_xc_stats *st;
+    ms_save_stats *ss; /* the container's figures (ms_save_scan_fd) */
     uint8_t *seen; /* bitmap */
     uint64_t seen_bits;
     bool seen_overflow;
@@ -34,6 +35,8 @@ static int on_record(void *ctx, const ms_xc_record *rec)
         st->optional_records++;
         st->optional_bytes += bytes;
     }
+    if (rec->type == MS_XC_REC_END)
+        st->bytes = rec->offset + MS_XC_RHDR_SIZE;
     if (rec->type != MS_XC_REC_PAGE_DATA)
         return MS_OK;
     st->pfn_entries += rec->count;
@@ -102,11 +105,13 @@ static int on_pages(void *ctx, const ms_xc_record *rec, const uint64_t *entries,
     return MS_OK;
 }
 
+static const ms_xc_reader_cb scan_cb = {
+    .header = on_header, .record = on_record, .opaque = on_opaque, .pages = on_pages,
+};
+
 int ms_xc_scan(const uint8_t *data, size_t len, ms_xc_stats *st, size_t *used)
 {
-    static const ms_xc_reader_cb cb = {
-        .header = on_header, .record = on_record, .opaque = on_opaque, .pages = on_pages,
-    };
+    const ms_xc_reader_cb cb = scan_cb;
     scan_ctx sc = {.st = st};
     ms_xc_reader *r = NULL;
     size_t u = 0;
@@ -147,4 +152,86 @@ void ms_xc_stats_print(const ms_xc_stats *st, FILE *f)
     fprintf(f, "\n  data pages %llu (zero %llu), distinct pfns %llu, resent %llu\n",
             (unsigned long long)st->data_pages, (unsigned long long)st->zero_pages,
             (unsigned long long)st->distinct_pfns, (unsigned long long)st->resent_pages);
+}
+
+/* ---- xl save files and libxl streams ------------------------------------- */
+
+static int on_xl_header(void *ctx, const ms_xl_header *h)
+{
+    ms_save_stats *ss = ((scan_ctx *)ctx)->ss;
+    ss->has_xl = true;
+    ss->xl = *h;
+    return MS_OK;
+}
+
+static int on_libxl_header(void *ctx, const ms_libxl_header *h)
+{
+    ms_save_stats *ss = ((scan_ctx *)ctx)->ss;
+    ss->has_libxl = true;
+    ss->libxl = *h;
+    return MS_OK;
+}
+
+static int on_libxl_record(void *ctx, const ms_libxl_record *rec)
+{
+    ms_save_stats *ss = ((scan_ctx *)ctx)->ss;
+    uint64_t bytes = MS_XC_RHDR_SIZE + (uint64_t)ms_xc_padded(rec->length);
+    ss->libxl_records++;
+    if (rec->type < MS_LIBXL_REC_TYPE_COUNT) {
+        ss->libxl_count[rec->type]++;
+        ss->libxl_bytes[rec->type] += bytes;
+    } else {
+        ss->libxl_optional_records++;
+        ss->libxl_optional_bytes += bytes;
+    }
+    if (rec->type == MS_LIBXL_REC_LIBXC_CONTEXT)
+        ss->libxc_offset = rec->offset + MS_XC_RHDR_SIZE;
+    return MS_OK;
+}
+
+int ms_save_scan_fd(int fd, ms_save_stats *ss)
+{
+    ms_save_reader_cb cb = {
+        .xl_header = on_xl_header, .libxl_header = on_libxl_header, .libxl_record = on_libxl_record,
+        .xc = scan_cb,
+    };
+    scan_ctx sc = {.st = &ss->xc, .ss = ss};
+    ms_save_reader *r = NULL;
+    memset(ss, 0, sizeof(*ss));
+    int rc = ms_save_reader_new(&cb, &sc, 0, &r);
+    if (!rc)
+        rc = ms_save_reader_pump_fd(r, fd);
+    if (r) {
+        ss->kind = ms_save_reader_kind(r);
+        ss->bytes = ms_save_reader_offset(r);
+    }
+    if (sc.seen_overflow)
+        ss->xc.distinct_pfns = ss->xc.resent_pages = 0;
+    ms_save_reader_free(r);
+    free(sc.seen);
+    return rc;
+}
+
+void ms_save_stats_print(const ms_save_stats *ss, FILE *f)
+{
+    if (ss->has_xl)
+        fprintf(f, "xl header: mandatory flags 0x%x (%s%s), optional flags 0x%x, optional data %u bytes, "
+                   "domain config %u bytes\n",
+                ss->xl.mandatory_flags, (ss->xl.mandatory_flags & MS_XL_FLAG_STREAMV2) ? "stream v2" : "legacy",
+                (ss->xl.mandatory_flags & MS_XL_FLAG_JSON) ? ", JSON config" : "", ss->xl.optional_flags,
+                ss->xl.optional_data_len, ss->xl.config_len);
+    if (ss->has_libxl) {
+        fprintf(f, "libxl stream v%u, options 0x%x%s: %llu records\n", ss->libxl.version, ss->libxl.options,
+                (ss->libxl.options & MS_LIBXL_OPT_LEGACY) ? " (converted legacy stream)" : "",
+                (unsigned long long)ss->libxl_records);
+        for (uint32_t t = 0; t < MS_LIBXL_REC_TYPE_COUNT; t++)
+            if (ss->libxl_count[t])
+                fprintf(f, "  %-26s %8llu records %14llu bytes\n", ms_libxl_rec_name(t),
+                        (unsigned long long)ss->libxl_count[t], (unsigned long long)ss->libxl_bytes[t]);
+        if (ss->libxl_optional_records)
+            fprintf(f, "  %-26s %8llu records %14llu bytes\n", "optional (other)",
+                    (unsigned long long)ss->libxl_optional_records, (unsigned long long)ss->libxl_optional_bytes);
+        fprintf(f, "embedded at offset %llu: ", (unsigned long long)ss->libxc_offset);
+    }
+    ms_xc_stats_print(&ss->xc, f);
 }

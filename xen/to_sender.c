@@ -33,3 +33,60 @@ const ms_xc_reader_cb ms_xc_reader_to_sender_cb = {
     .opaque = ts_opaque,
     .pages = ts_pages,
 };
+
+/* ---- save files: the container's bytes go as opaque bytes too ------------ */
+
+static int ss_xc_record(void *ctx, const ms_xc_record *rec)
+{
+    ms_save_to_sender *st = ctx;
+    st->xc_records++;
+    if (rec->type != MS_XC_REC_PAGE_DATA || rec->data_pages == 0)
+        return MS_OK;
+    uint64_t first = UINT64_MAX, last = 0;
+    for (uint32_t i = 0; i < rec->count; i++) {
+        if (!ms_xc_page_type_has_data(ms_xc_entry_type(rec->entries[i])))
+            continue;
+        if (first == UINT64_MAX)
+            first = ms_xc_entry_pfn(rec->entries[i]);
+        last = ms_xc_entry_pfn(rec->entries[i]);
+    }
+    if (st->round_has_pages && first <= st->last_pfn) {
+        int rc = ms_sender_round_end(st->ts.sender, st->ts.round);
+        if (rc)
+            return rc;
+        st->ts.round++;
+        st->round_has_pages = false;
+    }
+    st->last_pfn = last;
+    return MS_OK;
+}
+
+static int ss_libxl_record(void *ctx, const ms_libxl_record *rec)
+{
+    (void)rec;
+    ((ms_save_to_sender *)ctx)->libxl_records++;
+    return MS_OK;
+}
+
+static int ss_opaque(void *ctx, const uint8_t *data, size_t len)
+{
+    return ts_opaque(&((ms_save_to_sender *)ctx)->ts, data, len);
+}
+
+static int ss_pages(void *ctx, const ms_xc_record *rec, const uint64_t *entries, const uint8_t *data, size_t count)
+{
+    ms_save_to_sender *st = ctx;
+    st->round_has_pages = true;
+    st->data_pages += count;
+    return ts_pages(&st->ts, rec, entries, data, count);
+}
+
+const ms_save_reader_cb ms_save_reader_to_sender_cb = {
+    .libxl_record = ss_libxl_record,
+    .xc = {.record = ss_xc_record, .opaque = ss_opaque, .pages = ss_pages},
+};
+
+int ms_save_to_sender_end(ms_save_to_sender *st)
+{
+    return ms_sender_round_end(st->ts.sender, st->ts.round);
+}

@@ -255,10 +255,22 @@ static int list_step(ms_xc_writer *w, const uint8_t **p, size_t *n)
 
 int ms_xc_writer_opaque(ms_xc_writer *w, const uint8_t *data, size_t len)
 {
+    size_t used = 0;
+    int rc = ms_xc_writer_opaque_part(w, data, len, &used);
+    if (rc == MS_OK && used < len)
+        return ms_error(MS_ERR_CORRUPT, "libxc writer: %zu bytes after libxc END", len - used);
+    return rc;
+}
+
+int ms_xc_writer_opaque_part(ms_xc_writer *w, const uint8_t *data, size_t len, size_t *used)
+{
     const uint8_t *p = data;
     size_t n = len;
     int rc = MS_OK;
-    while (n > 0 && rc == MS_OK) {
+    *used = 0;
+    if (w->st == W_FAILED)
+        return ms_error(MS_ERR_INVAL, "libxc writer: input after an error");
+    while (n > 0 && rc == MS_OK && w->st != W_DONE) {
         switch (w->st) {
         case W_HDRS:
             if (wgather(w, &p, &n, MS_XC_HDRS_SIZE))
@@ -286,14 +298,15 @@ int ms_xc_writer_opaque(ms_xc_writer *w, const uint8_t *data, size_t len)
             rc = list_step(w, &p, &n);
             break;
         case W_PD_PAGES:
-            return wfail(w, MS_ERR_CORRUPT, "%zu opaque bytes arrived while %u of %u pages are still due",
-                         n, w->data_pages - w->pages_got, w->data_pages);
-        case W_DONE:
-            return ms_error(MS_ERR_CORRUPT, "libxc writer: %zu bytes after libxc END", n);
+            rc = wfail(w, MS_ERR_CORRUPT, "%zu opaque bytes arrived while %u of %u pages are still due",
+                       n, w->data_pages - w->pages_got, w->data_pages);
+            break;
         default:
-            return ms_error(MS_ERR_INVAL, "libxc writer: input after an error");
+            rc = ms_error(MS_ERR_INVAL, "libxc writer: input after an error");
+            break;
         }
     }
+    *used = (size_t)(p - data);
     return rc;
 }
 

@@ -16,7 +16,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: migstream-xcgen [options] [-o FILE]   generate a libxc stream\n"
-            "       migstream-xcgen --scan FILE            validate a libxc stream, print stats\n"
+            "       migstream-xcgen --scan FILE            validate a libxc stream or an xl save\n"
+            "                                              file, print stats\n"
             "  -t, --type pv|hvm      guest type (default hvm)\n"
             "  -V, --version 2|3      stream version (default 3, what Xen 4.17 writes)\n"
             "  -s, --size SIZE        guest memory, e.g. 64M, 1G (default 16M)\n"
@@ -27,6 +28,8 @@ static void usage(FILE *f)
             "  -S, --seed N           seed of the synthetic contents (default 1)\n"
             "  -i, --image FILE       take page contents from a memory image\n"
             "  -a, --all-types        every page type (BROKEN, XALLOC, XTAB, pinned tables)\n"
+            "  -X, --xl               wrap the stream as `xl save` writes it: xl header with a\n"
+            "                         JSON domain config, libxl header and records\n"
             "  -o, --output FILE      write here (default stdout)\n");
 }
 
@@ -57,19 +60,25 @@ static int map_file(const char *path, const uint8_t **data, size_t *len)
 
 static int scan(const char *path)
 {
-    const uint8_t *data;
-    size_t len, used = 0;
-    ms_xc_stats st;
-    if (map_file(path, &data, &len))
+    ms_save_stats st;
+    struct stat sb;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0 || fstat(fd, &sb) < 0) {
+        fprintf(stderr, "migstream-xcgen: %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
         return 1;
-    int rc = ms_xc_scan(data, len, &st, &used);
+    }
+    int rc = ms_save_scan_fd(fd, &st);
+    close(fd);
     if (rc) {
         fprintf(stderr, "migstream-xcgen: %s: %s\n", path, ms_last_error());
         return 1;
     }
-    ms_xc_stats_print(&st, stdout);
-    if (used < len)
-        printf("  %zu bytes follow libxc END (not part of the libxc stream)\n", len - used);
+    ms_save_stats_print(&st, stdout);
+    if (st.bytes < (uint64_t)sb.st_size)
+        printf("  %llu bytes follow the final END (not part of the stream)\n",
+               (unsigned long long)((uint64_t)sb.st_size - st.bytes));
     return 0;
 }
 
@@ -82,14 +91,16 @@ int main(int argc, char **argv)
         {"batch", required_argument, 0, 'b'},  {"seed", required_argument, 0, 'S'},
         {"image", required_argument, 0, 'i'},  {"all-types", no_argument, 0, 'a'},
         {"output", required_argument, 0, 'o'}, {"scan", required_argument, 0, 'x'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
+        {"xl", no_argument, 0, 'X'},           {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     ms_xc_gen_config cfg = {.dom_type = MS_XC_DOM_X86_HVM, .seed = 1};
     uint64_t size = 16u << 20;
     const char *out_path = NULL, *image = NULL;
     char *end;
+    bool xl = false;
     int c;
-    while ((c = getopt_long(argc, argv, "t:V:s:r:d:c:b:S:i:ao:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:V:s:r:d:c:b:S:i:aXo:h", opts, NULL)) != -1) {
         switch (c) {
         case 't':
             if (!strcmp(optarg, "pv"))
@@ -110,6 +121,7 @@ int main(int argc, char **argv)
         case 'S': cfg.seed = strtoull(optarg, &end, 0); if (*end) goto bad; break;
         case 'i': image = optarg; break;
         case 'a': cfg.all_types = true; break;
+        case 'X': xl = true; break;
         case 'o': out_path = optarg; break;
         case 'x': return scan(optarg);
         case 'h': usage(stdout); return 0;
@@ -132,7 +144,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "migstream-xcgen: refusing to write a binary stream to a terminal (use -o FILE)\n");
         return 2;
     }
-    int rc = ms_xc_gen(&cfg, ms_xc_out_fd, &fd);
+    static const char config[] = "{\"c_info\":{\"type\":\"pv\",\"name\":\"xcgen\"},\"b_info\":"
+                                 "{\"max_memkb\":16384}}";
+    int rc = xl ? ms_save_gen_xl(&cfg, config, ms_xc_out_fd, &fd) : ms_xc_gen(&cfg, ms_xc_out_fd, &fd);
     if (rc)
         fprintf(stderr, "migstream-xcgen: %s\n", ms_last_error());
     if (fd != STDOUT_FILENO && close(fd) < 0 && !rc) {

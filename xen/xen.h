@@ -198,6 +198,10 @@ void ms_xc_writer_free(ms_xc_writer *w);
  * pages must come for exactly the data-carrying pfns of the pfn list just
  * written, in order (type bits in `entries` are ignored). */
 int ms_xc_writer_opaque(ms_xc_writer *w, const uint8_t *data, size_t len);
+/* Like ms_xc_writer_opaque, but stops after libxc END instead of refusing
+ * what follows: *used says how many bytes were taken (for containers such
+ * as an `xl save` file, where libxl's records follow the libxc stream). */
+int ms_xc_writer_opaque_part(ms_xc_writer *w, const uint8_t *data, size_t len, size_t *used);
 int ms_xc_writer_pages(ms_xc_writer *w, const uint64_t *entries, const uint8_t *pages, size_t count);
 /* MS_OK once END has been written, MS_ERR_TRUNCATED otherwise. */
 int ms_xc_writer_finish(ms_xc_writer *w);
@@ -248,6 +252,156 @@ int ms_xc_gen(const ms_xc_gen_config *cfg, ms_xc_out_fn out, void *out_ctx);
  * and its type (types: pages bytes; may be NULL). */
 int ms_xc_gen_final_image(const ms_xc_gen_config *cfg, uint8_t *mem, uint8_t *types);
 uint64_t ms_xc_gen_pages(const ms_xc_gen_config *cfg); /* the guest size used */
+
+/* ================ xl save files and libxl streams (savefile.c) ========== */
+
+/* An `xl save` file is xl's header (magic, byte order, flags, optional
+ * data = u32 config length + the domain config) followed by libxl's stream:
+ * a big-endian header ("LibxlFmt", version 2, options) and records
+ * {type u32, length u32, body, zero padding to 8} up to libxl END. The
+ * LIBXC_CONTEXT record (length 0) is followed by a whole libxc stream.
+ * Facts: Xen's tools/xl/xl.h, xl_saverestore.c, xl_vmcontrol.c and
+ * docs/specs/libxl-migration-stream.pandoc. All u32s of xl's header are in
+ * the saving host's order: little-endian here (a byte-swapped header is
+ * refused, like xl does). */
+#define MS_XL_MAGIC "Xen saved domain, xl format\n \0 \r" /* 32 bytes, no NUL */
+#define MS_XL_MAGIC_SIZE 32u
+#define MS_XL_HDR_SIZE 48u             /* magic + 4 x u32 */
+#define MS_XL_BYTEORDER 0x01020304u
+#define MS_XL_FLAG_JSON 0x1u           /* config data is JSON */
+#define MS_XL_FLAG_STREAMV2 0x2u       /* a libxl (migration v2) stream follows */
+#define MS_XL_FLAGS_KNOWN (MS_XL_FLAG_JSON | MS_XL_FLAG_STREAMV2)
+#define MS_XL_OPTDATA_MAX (16u << 20)  /* xl reads it whole; a config is KiBs */
+#define MS_LIBXL_HDR_SIZE 16u
+#define MS_LIBXL_IDENT 0x4c6962786c466d74ull /* "LibxlFmt" */
+#define MS_LIBXL_VERSION 2u
+#define MS_LIBXL_OPT_BIG_ENDIAN 0x1u
+#define MS_LIBXL_OPT_LEGACY 0x2u       /* made by convert-legacy-stream */
+#define MS_LIBXL_REC_LENGTH_MAX (128u << 20)
+#define MS_LIBXL_EMU_HDR_SIZE 8u       /* emulator_id u32, index u32 */
+
+enum ms_libxl_rec_type {
+    MS_LIBXL_REC_END = 0,
+    MS_LIBXL_REC_LIBXC_CONTEXT = 1,
+    MS_LIBXL_REC_EMULATOR_XENSTORE_DATA = 2,
+    MS_LIBXL_REC_EMULATOR_CONTEXT = 3,
+    MS_LIBXL_REC_CHECKPOINT_END = 4,
+    MS_LIBXL_REC_CHECKPOINT_STATE = 5,
+    MS_LIBXL_REC_TYPE_COUNT = 6,
+};
+/* "LIBXC_CONTEXT", ...; "optional 0x80000002" / "unknown 0x00000009". */
+const char *ms_libxl_rec_name(uint32_t type);
+
+/* What a file is, from its first bytes (12 are enough for libxc - marker
+ * and "XENF" id - and libxl, 32 for xl; fewer give MS_SAVE_UNKNOWN). */
+enum ms_save_kind { MS_SAVE_UNKNOWN = 0, MS_SAVE_LIBXC, MS_SAVE_LIBXL, MS_SAVE_XL };
+enum ms_save_kind ms_save_detect(const uint8_t *p, size_t n);
+const char *ms_save_kind_name(enum ms_save_kind k); /* "libxc", "libxl", "xl", "unknown" */
+
+typedef struct ms_xl_header {
+    uint32_t mandatory_flags, optional_flags, optional_data_len;
+    uint32_t config_len;   /* 0 when there is no optional data */
+} ms_xl_header;
+
+typedef struct ms_libxl_header {
+    uint32_t version, options;
+} ms_libxl_header;
+
+typedef struct ms_libxl_record {
+    uint64_t index;        /* libxl records numbered from 0 */
+    uint64_t offset;       /* file offset of the record header */
+    uint32_t type, length;
+    uint32_t emulator_id, emulator_index; /* EMULATOR_* records */
+} ms_libxl_record;
+
+/* Callbacks of the container reader. xc are the libxc reader's callbacks
+ * for the embedded libxc stream; xc.opaque (required) also receives every
+ * byte of the container (xl header, config, libxl header and records), in
+ * file order, so opaque + pages are the whole file split as for a libxc
+ * stream. The others are optional and come before their bytes. */
+typedef struct ms_save_reader_cb {
+    int (*xl_header)(void *ctx, const ms_xl_header *h);
+    int (*libxl_header)(void *ctx, const ms_libxl_header *h);
+    int (*libxl_record)(void *ctx, const ms_libxl_record *rec);
+    ms_xc_reader_cb xc;
+} ms_save_reader_cb;
+
+typedef struct ms_save_reader ms_save_reader;
+
+/* A streaming reader of an `xl save` file, a bare libxl stream or a bare
+ * libxc stream (told apart by the first bytes). Same contract as the libxc
+ * reader: any chunking, bounded memory (the libxc reader's plus 48 bytes),
+ * never past the final END (libxl END; libxc END for a bare libxc stream).
+ * Refusals are MS_ERR_CORRUPT naming the structure, libxl record index and
+ * type, and file offset; errors inside the libxc stream keep the libxc
+ * reader's message (offsets relative to the libxc stream) prefixed with
+ * the file offset where that stream starts. */
+int ms_save_reader_new(const ms_save_reader_cb *cb, void *ctx, size_t batch_pages, ms_save_reader **out);
+void ms_save_reader_free(ms_save_reader *r);
+int ms_save_reader_push(ms_save_reader *r, const uint8_t *data, size_t len, size_t *used);
+size_t ms_save_reader_want(const ms_save_reader *r);
+bool ms_save_reader_done(const ms_save_reader *r);
+int ms_save_reader_finish(ms_save_reader *r);           /* MS_ERR_TRUNCATED if not done */
+uint64_t ms_save_reader_offset(const ms_save_reader *r); /* bytes consumed */
+enum ms_save_kind ms_save_reader_kind(const ms_save_reader *r);
+/* Read fd to the final END, never past it (as ms_xc_reader_pump_fd). */
+int ms_save_reader_pump_fd(ms_save_reader *r, int fd);
+
+/* The receiving side: rebuilds the byte-identical file from the reader's
+ * opaque bytes and page batches, checking the container as the reader
+ * does and handing the libxc part to an ms_xc_writer. */
+typedef struct ms_save_writer ms_save_writer;
+int ms_save_writer_new(ms_xc_out_fn out, void *out_ctx, ms_save_writer **w);
+void ms_save_writer_free(ms_save_writer *w);
+int ms_save_writer_opaque(ms_save_writer *w, const uint8_t *data, size_t len);
+int ms_save_writer_pages(ms_save_writer *w, const uint64_t *entries, const uint8_t *pages, size_t count);
+int ms_save_writer_finish(ms_save_writer *w);            /* MS_ERR_TRUNCATED if not done */
+bool ms_save_writer_done(const ms_save_writer *w);
+uint64_t ms_save_writer_offset(const ms_save_writer *w); /* bytes written */
+/* ms_sink_ops over an ms_save_writer (ctx = the writer), as
+ * ms_xc_writer_sink_ops. */
+extern const ms_sink_ops ms_save_writer_sink_ops;
+
+/* Statistics of a whole save file / stream, read from fd in bounded memory. */
+typedef struct ms_save_stats {
+    enum ms_save_kind kind;
+    uint64_t bytes;                 /* consumed up to the final END */
+    bool has_xl;
+    ms_xl_header xl;
+    bool has_libxl;
+    ms_libxl_header libxl;
+    uint64_t libxl_records;
+    uint64_t libxl_count[MS_LIBXL_REC_TYPE_COUNT], libxl_bytes[MS_LIBXL_REC_TYPE_COUNT];
+    uint64_t libxl_optional_records, libxl_optional_bytes;
+    uint64_t libxc_offset;          /* file offset of the libxc stream */
+    ms_xc_stats xc;                 /* the embedded libxc stream */
+} ms_save_stats;
+int ms_save_scan_fd(int fd, ms_save_stats *st);
+void ms_save_stats_print(const ms_save_stats *st, FILE *f);
+
+/* Carrying a save file / stream through an ms_sender (replay): reader
+ * callbacks (ctx = ms_save_to_sender) that send the opaque bytes and page
+ * batches, counting what passes. Rounds are found in the stream: libxc
+ * sends each pass over memory in ascending pfn order, so a PAGE_DATA record
+ * whose first data pfn is not above the previous record's last one starts a
+ * new pass, and the round that carried pages is closed with
+ * ms_sender_round_end first. The caller ends the last round
+ * (ms_save_to_sender_end) before ms_sender_finish. */
+typedef struct ms_save_to_sender {
+    ms_xc_to_sender ts;
+    bool round_has_pages;
+    uint64_t last_pfn;
+    uint64_t xc_records, libxl_records, data_pages;
+} ms_save_to_sender;
+extern const ms_save_reader_cb ms_save_reader_to_sender_cb;
+int ms_save_to_sender_end(ms_save_to_sender *st);
+
+/* Test data: an `xl save` file around a generated libxc stream: xl header
+ * with `config` (NUL included, JSON flag) when config is non-NULL, libxl
+ * header, for HVM an EMULATOR_XENSTORE_DATA record, LIBXC_CONTEXT, the
+ * stream of ms_xc_gen(cfg), for HVM an EMULATOR_CONTEXT record, END - the
+ * order libxl's save path writes them. */
+int ms_save_gen_xl(const ms_xc_gen_config *cfg, const char *config, ms_xc_out_fn out, void *out_ctx);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
  * arguments libxl uses, answers its callback messages (suspend, complete)
  * on the helper's stdin/stdout, and checks what came out. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "tests/ms_test.h"
+#include "ms_config.h"
 #include "xen/xen.h"
 
 static const char *helper, *preload, *double_dir;
@@ -443,6 +445,92 @@ static void test_bad_config_fails_cleanly(void)
     close(fd);
 }
 
+
+/* ---- MIGSTREAM_TRANSPORT=rdma where it cannot run ----------------------------
+ * This machine has no RDMA device (or the build no RDMA transport): both
+ * helpers must fail at once with a message saying which, never wait on a
+ * connection manager; the sender before libxc writes a byte. */
+#define NO_DEVICE "no RDMA device"
+#define NO_BUILD "this build of the preload has no RDMA transport"
+
+static bool rdma_device_present(void)
+{
+    DIR *d = opendir("/sys/class/infiniband");
+    struct dirent *e;
+    bool any = false;
+    while (d && (e = readdir(d)))
+        any |= e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    if (any)
+        printf("\n  SKIP: this host has an RDMA device (the real test is the VM lane's)\n");
+    return any;
+}
+
+/* A save with env that must fail before libxc starts; its stderr path. */
+static void save_refused(const char *const *env, const char *what, const char *why)
+{
+    int fd = open(path("rdma.wire"), O_RDWR | O_CREAT | O_TRUNC, 0644);
+    run r = {.save = true, .io_fd = fd, .env = env, .with_preload = true};
+    uint64_t t0 = ms_now_ns();
+    start(&r);
+    pthread_join(r.thread, NULL);
+    CU_ASSERT(ms_now_ns() - t0 < 5000000000ull); /* at once, not after a timeout */
+    CU_ASSERT(r.completed && r.retval != 0);
+    CU_ASSERT(file_contains(r.err_path, "migstream-xen: save of domain 7 not started"));
+    CU_ASSERT(file_contains(r.err_path, what));
+    if (why)
+        CU_ASSERT(file_contains(r.err_path, why));
+    struct stat st;
+    fstat(fd, &st);
+    CU_ASSERT_EQUAL(st.st_size, 0);
+    close(fd);
+}
+
+static void test_rdma_sender_refused(void)
+{
+    if (!have_tools() || rdma_device_present())
+        return;
+    const char *const env[] = {"XCDOUBLE_PAGES=100", "MIGSTREAM_TRANSPORT=rdma", "MIGSTREAM_PEER=192.0.2.1:7000",
+                               "MIGSTREAM_CHANNELS=2", NULL};
+    save_refused(env, MS_HAVE_RDMA ? NO_DEVICE : NO_BUILD, "MIGSTREAM_TRANSPORT=rdma");
+    if (!MS_HAVE_RDMA)
+        return;
+    const char *const no_peer[] = {"XCDOUBLE_PAGES=100", "MIGSTREAM_TRANSPORT=rdma", NULL};
+    save_refused(no_peer, "MIGSTREAM_TRANSPORT=rdma needs MIGSTREAM_PEER=HOST:PORT", NULL);
+    const char *const bad_opts[] = {"XCDOUBLE_PAGES=100", "MIGSTREAM_TRANSPORT=rdma",
+                                    "MIGSTREAM_PEER=192.0.2.1:7000", "MIGSTREAM_RDMA_OPTS=bogus=1", NULL};
+    save_refused(bad_opts, "MIGSTREAM_RDMA_OPTS=bogus=1", "bogus");
+}
+
+/* The receiver learns rdma from the sender's token on libxl's fd. */
+static void test_rdma_receiver_refused(void)
+{
+    if (!have_tools() || rdma_device_present())
+        return;
+    uint8_t token[32] = {'M', 'S', 'X', 'E', 'N', 'T', 'K', '1'};
+    memset(token + 8, 0x5a, 16);
+    token[24] = 1;  /* one channel */
+    token[26] = 1;  /* side transport: rdma */
+    int fd = open(path("rdma-token.wire"), O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT(write(fd, token, sizeof token) == (ssize_t)sizeof token);
+    lseek(fd, 0, SEEK_SET);
+    char listen[64];
+    snprintf(listen, sizeof listen, "MIGSTREAM_LISTEN=127.0.0.1:%u", free_port());
+    const char *const env[] = {"XCDOUBLE_PAGES=100", "MIGSTREAM_TRANSPORT=tcp", listen, NULL};
+    run r = {.save = false, .io_fd = fd, .env = env, .with_preload = true};
+    uint64_t t0 = ms_now_ns();
+    start(&r);
+    pthread_join(r.thread, NULL);
+    CU_ASSERT(ms_now_ns() - t0 < 5000000000ull);
+    CU_ASSERT(r.completed && r.retval != 0);
+    CU_ASSERT(file_contains(r.err_path, "migstream-xen: restore of domain 8 failed"));
+    CU_ASSERT(file_contains(r.err_path, "the sender uses rdma side connections"));
+    CU_ASSERT(file_contains(r.err_path, MS_HAVE_RDMA ? NO_DEVICE : "has no RDMA transport"));
+    close(fd);
+}
+
 static void remove_tmp(void)
 {
     char cmd[300];
@@ -472,6 +560,8 @@ MS_TEST_MAIN({
         {"wrong key: save and restore both fail", test_wrong_key_fails_both},
         {"receiver passes a plain libxc stream through", test_plain_sender_passthrough},
         {"bad configuration fails before libxc", test_bad_config_fails_cleanly},
+        {"rdma without a device or build: sender refused at once", test_rdma_sender_refused},
+        {"rdma without a device or build: receiver refused at once", test_rdma_receiver_refused},
         {NULL, NULL},
     };
     if (setup_suite())

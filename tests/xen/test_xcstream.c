@@ -10,10 +10,9 @@
 #include <unistd.h>
 
 #include "tests/ms_test.h"
+#include "tests/xen/verify_stream.h"
 #include "xen/xen.h"
 
-#define VERIFY_STREAM "/usr/lib/xen-4.17/bin/verify-stream-v2"
-#define VERIFY_PYTHONPATH "/usr/lib/xen-4.17/lib/python"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -594,34 +593,6 @@ static void test_sink_ops(void)
 
 /* ---- Xen's own checker --------------------------------------------------- */
 
-static bool have_verify(void)
-{
-    if (access(VERIFY_STREAM, X_OK) == 0 && access(VERIFY_PYTHONPATH "/xen/migration/libxc.py", R_OK) == 0)
-        return true;
-    printf("\n  SKIP: %s not installed (Debian package xen-utils-4.17)\n", VERIFY_STREAM);
-    return false;
-}
-
-/* Run verify-stream-v2 on a file; its exit status (0 = valid). */
-static int run_verify(const char *path)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) {
-            dup2(devnull, STDOUT_FILENO);
-            dup2(devnull, STDERR_FILENO);
-        }
-        setenv("PYTHONPATH", VERIFY_PYTHONPATH, 1);
-        execl(VERIFY_STREAM, VERIFY_STREAM, "-i", path, (char *)NULL);
-        _exit(127);
-    }
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) < 0)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static int verify_buf(const ms_buf *b)
 {
     char path[] = "/tmp/ms-xc-verify-XXXXXX";
@@ -631,14 +602,14 @@ static int verify_buf(const ms_buf *b)
     int fdc = fd;
     int rc = ms_xc_out_fd(&fdc, b->data, b->len);
     close(fd);
-    int st = rc ? -1 : run_verify(path);
+    int st = rc ? -1 : verify_stream_file(path, "libxc");
     unlink(path);
     return st;
 }
 
 static void test_verify_stream_v2(void)
 {
-    if (!have_verify())
+    if (!verify_stream_available("libxc"))
         return;
     static const uint32_t doms[] = {MS_XC_DOM_X86_PV, MS_XC_DOM_X86_HVM};
     for (int d = 0; d < 2; d++) {
