@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """Median table of an evaluation run (scripts/eval-fragsched.sh OUT).
 
-usage: bench/eval_summary.py OUT [--dat=FILE]   (FILE: data for scripts/eval-bars.gp)
+usage: bench/eval_summary.py OUT [--dat=FILE] [--spread]
+  --dat=FILE  data for scripts/eval-bars.gp
+  --spread    also print each figure's range over the repetitions (min-max)
+  --paired    instead: per link and workload, fragmented against precopy
+              within each repetition (the two ran back to back in the same
+              script run), the median of those changes and their range, the
+              final rounds' pages, and how fragmented stopped
 
 Reads OUT/LINK-WORKLOAD-REP.json ({"migrations": [report, ...]}, one report
 per policy) and prints, per link and workload, the median over repetitions
@@ -50,6 +56,65 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def fmt(xs, f, spread):
+    """Median, and with spread its min-max over the repetitions."""
+    if not spread or len(xs) < 2:
+        return f % med(xs)
+    return (f + " (" + f + "–" + f + ")") % (med(xs), min(xs), max(xs))
+
+
+def load_paired(outdir):
+    """{(link, wl): [(precopy report, fragmented report), ...]}, one pair
+    per repetition file."""
+    pairs = {}
+    for path in sorted(glob.glob(os.path.join(outdir, "*-*-*.json"))):
+        m = re.match(r"(\w+)-(\w+)-(\d+)\.json$", os.path.basename(path))
+        if not m:
+            continue
+        try:
+            with open(path) as f:
+                byp = {r["policy"]: r for r in json.load(f).get("migrations", [])}
+        except (OSError, ValueError):
+            continue
+        if "precopy" in byp and "fragmented" in byp:
+            pairs.setdefault(m.groups()[:2], []).append((byp["precopy"], byp["fragmented"]))
+    return pairs
+
+
+def stop_kind(r):
+    why = r.get("stop_reason", "")
+    if "target" in why:
+        return "fits"
+    if "sent live once more" in why:
+        return "one more"
+    if "pause now" in why or "no progress" in why:
+        return "pause now"
+    return why.split(":")[0] or "?"
+
+
+def print_paired(outdir):
+    order = ["idle", "hotspot", "sweep", "stressng", "redis"]
+    pairs = load_paired(outdir)
+    print("| link | workload | reps | time | downtime | wire bytes | final round pages, precopy / fragmented (medians) | fragmented stopped |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def change(ps, key):
+        xs = [(f[key] / p[key] - 1) * 100 for p, f in ps if p[key] > 0]
+        if not xs:
+            return "n/a"
+        return "%+.0f%% (%+.0f%% to %+.0f%%)" % (med(xs), min(xs), max(xs))
+
+    for (link, wl) in sorted(pairs, key=lambda k: (k[0] != "loopback", order.index(k[1]) if k[1] in order else 99)):
+        ps = pairs[(link, wl)]
+        kinds = {}
+        for _, f in ps:
+            kinds[stop_kind(f)] = kinds.get(stop_kind(f), 0) + 1
+        print("| %s | %s | %d | %s | %s | %s | %d / %d | %s |" % (
+            link, wl, len(ps), change(ps, "total_s"), change(ps, "downtime_s"), change(ps, "wire_bytes"),
+            med([p["final_pages"] for p, _ in ps]), med([f["final_pages"] for _, f in ps]),
+            ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
+
+
 def write_dat(runs, path):
     """Median total time and downtime per link and workload, one block per
     link, for scripts/eval-bars.gp."""
@@ -68,9 +133,13 @@ def write_dat(runs, path):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--dat=")]
+    spread = "--spread" in sys.argv[1:]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
     dat = [a[6:] for a in sys.argv[1:] if a.startswith("--dat=")]
     outdir = args[0] if args else "eval-out"
+    if "--paired" in sys.argv[1:]:
+        print_paired(outdir)
+        return
     runs = load(outdir)
     if dat:
         write_dat(runs, dat[0])
@@ -90,10 +159,11 @@ def main():
                 rs = runs.get((link, wl, pol), [])
                 if not rs:
                     continue
-                t = med([r["total_s"] for r in rs])
-                d = med([r["downtime_s"] for r in rs])
+                ts = [r["total_s"] for r in rs]
+                ds = [r["downtime_s"] * 1000 for r in rs]
+                ws = [r["wire_bytes"] / 1048576 for r in rs]
+                t, d, w = med(ts), med(ds) / 1000, med(ws) * 1048576
                 n = med([r["live_rounds"] for r in rs])
-                w = med([r["wire_bytes"] for r in rs])
                 fp = med([first_pass(r) for r in rs])
                 af = med([after_first(r) for r in rs])
                 ok = all(r["verification"]["done"] and r["verification"]["ok"] for r in rs)
@@ -101,8 +171,9 @@ def main():
                 if pol != "precopy" and base:
                     cmp = "%+.0f%% / %+.0f%% / %+.0f%% / %+.0f%%" % ((t / bt - 1) * 100, (d / bd - 1) * 100,
                                                           (w / bw - 1) * 100, (af / ba - 1) * 100)
-                print("| %s | %s | %s | %d | %.2f | %.2f | %.2f | %.1f | %g | %.1f | %s | %s |" % (
-                    link, wl, pol, len(rs), t, fp, af, d * 1000, n, w / 1048576, "yes" if ok else "NO", cmp))
+                print("| %s | %s | %s | %d | %s | %.2f | %.2f | %s | %g | %s | %s | %s |" % (
+                    link, wl, pol, len(rs), fmt(ts, "%.2f", spread), fp, af, fmt(ds, "%.1f", spread), n,
+                    fmt(ws, "%.1f", spread), "yes" if ok else "NO", cmp))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,10 @@ typedef struct ms_policy_config {
                               * page sent now is dirtied again before the pause is
                               * at least this (fragmented); 0 = 0.5 */
     double stall_ratio;      /* a round makes no progress when what is outstanding
-                              * is >= this share of the previous round's; 0 = 0.9 */
+                              * is >= this share of the previous round's; and at
+                              * such a stop, one more live round must be expected
+                              * to leave less than this share of it (fragmented,
+                              * docs/fragsched.md); 0 = 0.9 */
     unsigned stall_rounds;   /* stop after this many rounds in a row without
                               * progress (fragmented); 0 = 1 */
     unsigned max_rounds;     /* safety: live rounds before stop-and-copy

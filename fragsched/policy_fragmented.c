@@ -10,7 +10,8 @@
  * long as everything held back fits a share of the downtime target at the
  * measured page rate. The rest go out coldest first. We stop as soon as
  * all that is outstanding fits the downtime target, or when rounds stop
- * shrinking what is outstanding. */
+ * shrinking what is outstanding; then we pause at once, or, when that
+ * round was an accident, after one more live round (decide_stop). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,6 +195,112 @@ static void cold_first(frag_policy *p, const ms_round_view *v, const uint8_t *de
             order[k++] = f;
 }
 
+enum stop_cause { GO_ON, STOP_FITS, STOP_STALLED, STOP_MAX_ROUNDS };
+
+/* Why the policy wants to stop now (GO_ON: it does not). STOP_FITS: all
+ * that is outstanding fits the downtime target. */
+static enum stop_cause stop_cause(frag_policy *p, const ms_round_view *v, uint64_t outstanding,
+                                  double est_s)
+{
+    if (v->round >= 2 && (double)outstanding >= p->cfg.stall_ratio * (double)p->prev_outstanding)
+        p->stall++;
+    else
+        p->stall = 0;
+    p->prev_outstanding = outstanding;
+    if (est_s <= p->cfg.downtime_ms / 1000.0)
+        return STOP_FITS;
+    if (p->stall >= p->cfg.stall_rounds)
+        return STOP_STALLED;
+    if (v->round >= p->cfg.max_rounds)
+        return STOP_MAX_ROUNDS;
+    return GO_ON;
+}
+
+/* Chance that a page of this fragment is written within t seconds. A
+ * saturated fragment only bounds lambda from below: count it as rewritten
+ * whatever its place in the round. */
+static double written_within(const frag_state *s, double t)
+{
+    return s->saturated ? 1.0 : -expm1(-s->lambda * (t > 0 ? t : 0));
+}
+
+/* Pages the pause would carry if the fragments not held back (`defer`
+ * NULL: none) went live once more and we paused right after: each page is
+ * rewritten within that round's duration with the fragment's rate, held-
+ * back pages are in it for certain. lambda was fitted to the share of
+ * sent pages found rewritten by the next bitmap read, with the engine's
+ * reads within a round and cold-first order, so "rewritten within T" here
+ * means what it meant there: after the last round, this predicts its dirty
+ * count again, scaled to the next round's length. */
+static double final_after_one_more(const frag_policy *p, const ms_round_view *v,
+                                   const uint8_t *defer, double *saturated)
+{
+    *saturated = 0;
+    double live = 0;
+    for (uint32_t f = 0; f < v->nfragments; f++)
+        live += defer && defer[f] ? 0 : v->frag_union[f];
+    double round_s = live / v->page_rate, pages = 0;
+    for (uint32_t f = 0; f < v->nfragments; f++) {
+        double held = defer && defer[f] ? v->frag_union[f] : 0;
+        pages += held + ((double)v->frag_size[f] - held) * written_within(&p->fs[f], round_s);
+        *saturated += p->fs[f].saturated ? v->frag_size[f] : 0;
+    }
+    return pages;
+}
+
+static void release_held(frag_policy *p, const ms_round_view *v, ms_plan *out)
+{
+    memset(out->defer, 0, v->nfragments);
+    cold_first(p, v, out->defer, out->order);
+}
+
+/* The budget-aware final round. Pausing now puts everything outstanding
+ * into the downtime: fine when that fits the target. When it does not (the
+ * rounds stalled: the hot set is larger than the deferral budget; or the
+ * round limit), there are two ways to end:
+ *  - pause now: the final round is the outstanding set, exactly;
+ *  - one more live round of everything, hottest last (precopy's way to
+ *    end), then pause: the final round is what that round re-dirties.
+ * In a steady stall both leave about the same and the extra round only
+ * costs time and bytes, so we pause now unless this stall is an accident
+ * (see below). Held-back fragments are released for the extra round
+ * (unless hold_on_stop): sent last, a hot page is in the final round only
+ * if written again in the time left; held back, it is in it for certain. */
+static void decide_stop(frag_policy *p, const ms_round_view *v, enum stop_cause cause,
+                        uint64_t outstanding, uint64_t before, uint64_t held, ms_plan *out)
+{
+    bool release = !p->cfg.hold_on_stop && held;
+    double est_ms = out->est_stop_s * 1000;
+    if (cause == STOP_FITS) {
+        if (release)
+            release_held(p, v, out);
+        held = release ? 0 : held;
+        out->decision = held == outstanding ? MS_DECIDE_STOP_NOW : MS_DECIDE_STOP_AFTER;
+        snprintf(out->reason, sizeof(out->reason),
+                 "estimated stop-and-copy %.1f ms <= target %.0f ms (%llu pages, %llu held back)",
+                 est_ms, p->cfg.downtime_ms, (unsigned long long)outstanding,
+                 (unsigned long long)held);
+        return;
+    }
+    /* One more round pays when the previous round left clearly less than
+     * what is outstanding now (this bitmap covers an unusual round: a slow
+     * one, a burst of writes), unless the saturated fragments alone would
+     * fill the final round again (memory rewritten faster than it can be
+     * sent: both ways leave all of it) or the rates predict that a round
+     * leaves clearly more. */
+    double r = p->cfg.stall_ratio, o = (double)outstanding, sat;
+    double model = final_after_one_more(p, v, release ? NULL : out->defer, &sat);
+    bool one_more = before && (double)before < r * o && sat < r * o && model < o / r;
+    out->decision = one_more ? MS_DECIDE_STOP_AFTER : MS_DECIDE_STOP_NOW;
+    if (one_more && release)
+        release_held(p, v, out);
+    snprintf(out->reason, sizeof(out->reason),
+             "%s: %llu pages outstanding (est. %.0f ms), last round left %llu, rates say "
+             "~%.0f: %s", cause == STOP_STALLED ? "no progress" : "max rounds",
+             (unsigned long long)outstanding, est_ms, (unsigned long long)before, model,
+             one_more ? "sent live once more" : "pause now");
+}
+
 static int frag_plan(void *state, const ms_round_view *v, ms_plan *out)
 {
     frag_policy *p = state;
@@ -205,44 +312,14 @@ static int frag_plan(void *state, const ms_round_view *v, ms_plan *out)
     uint64_t outstanding = 0;
     for (uint32_t f = 0; f < v->nfragments; f++)
         outstanding += v->frag_union[f];
-    double target_s = p->cfg.downtime_ms / 1000.0;
     out->est_stop_s = (double)outstanding / v->page_rate;
 
     uint64_t held = choose_deferrals(p, v, outstanding, out->defer);
     cold_first(p, v, out->defer, out->order);
-
-    if (v->round >= 2 && (double)outstanding >= p->cfg.stall_ratio * (double)p->prev_outstanding)
-        p->stall++;
-    else
-        p->stall = 0;
-    p->prev_outstanding = outstanding;
-
-    if (out->est_stop_s <= target_s) {
-        /* Everything fits: send it live one last time, hottest last, then
-         * pause. Only pages written between their send and the pause stay
-         * for the downtime, and for the hottest that window is shortest.
-         * (Holding hot fragments to the end instead leaves all of them.) */
-        if (!p->cfg.hold_on_stop && held) {
-            memset(out->defer, 0, v->nfragments);
-            cold_first(p, v, out->defer, out->order);
-            held = 0;
-        }
-        out->decision = held < outstanding ? MS_DECIDE_STOP_AFTER : MS_DECIDE_STOP_NOW;
-        snprintf(out->reason, sizeof(out->reason),
-                 "estimated stop-and-copy %.1f ms <= target %.0f ms (%llu pages, %llu held back)",
-                 out->est_stop_s * 1000, p->cfg.downtime_ms, (unsigned long long)outstanding,
-                 (unsigned long long)held);
-    } else if (p->stall >= p->cfg.stall_rounds) {
-        out->decision = MS_DECIDE_STOP_NOW;
-        snprintf(out->reason, sizeof(out->reason),
-                 "no progress: %llu pages outstanding, >= %.0f%% of last round's "
-                 "(estimated stop-and-copy %.1f ms)",
-                 (unsigned long long)outstanding, p->cfg.stall_ratio * 100, out->est_stop_s * 1000);
-    } else if (v->round >= p->cfg.max_rounds) {
-        out->decision = MS_DECIDE_STOP_NOW;
-        snprintf(out->reason, sizeof(out->reason), "max %u rounds reached (estimated %.1f ms)",
-                 p->cfg.max_rounds, out->est_stop_s * 1000);
-    }
+    uint64_t before = v->round >= 2 ? p->prev_outstanding : 0;
+    enum stop_cause cause = stop_cause(p, v, outstanding, out->est_stop_s);
+    if (cause != GO_ON)
+        decide_stop(p, v, cause, outstanding, before, held, out);
     return MS_OK;
 }
 

@@ -4,6 +4,7 @@
 # (QEMU-like), each migration verified page for page.
 #
 #   scripts/eval-fragsched.sh [-b BUILD] [-o OUT] [-r REPS] [-l LINKS] [-w WORKLOADS] [-s SIZE]
+#                             [-p POLICIES]
 #
 #   -b BUILD      meson build directory (default: build)
 #   -o OUT        results: OUT/LINK-WORKLOAD-REP.json, plots in OUT/img (default: eval-out)
@@ -14,6 +15,13 @@
 #   -w WORKLOADS  comma list of idle, hotspot, sweep, stressng, redis
 #                 (default: all five)
 #   -s SIZE       workload memory (default 512M)
+#   -p POLICIES   comma list (default precopy,fragmented,downtime). Each
+#                 repetition rotates the order by one, so no policy always
+#                 runs first (on a shared machine the load drifts). Started
+#                 commands get a fresh instance per policy; redis too (a
+#                 fresh server, filled again, per policy: its lists grow
+#                 under the benchmark, so a shared one would favour
+#                 whichever policy migrates it first).
 #
 # Then: python3 bench/eval_summary.py OUT   (median table in Markdown).
 # Needs root, Linux >= 6.7, stress-ng, redis-server and redis-benchmark.
@@ -25,7 +33,8 @@ reps=3
 links=loopback,tbf
 workloads=idle,hotspot,sweep,stressng,redis
 size=512M
-while getopts "b:o:r:l:w:s:h" opt; do
+policies=precopy,fragmented,downtime
+while getopts "b:o:r:l:w:s:p:h" opt; do
     case $opt in
         b) build=$OPTARG ;;
         o) out=$OPTARG ;;
@@ -33,7 +42,8 @@ while getopts "b:o:r:l:w:s:h" opt; do
         l) links=$OPTARG ;;
         w) workloads=$OPTARG ;;
         s) size=$OPTARG ;;
-        *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        p) policies=$OPTARG ;;
+        *) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
 done
 
@@ -92,23 +102,60 @@ workload_args() {
     esac
 }
 
-run() {
-    local link=$1 wl=$2 rep=$3
-    local json="$out/$link-$wl-$rep.json" plot=()
-    [[ $rep == 1 ]] && plot=(--plot "$out/img/eval-$link-$wl" --plot-title "$wl, $link")
+# The policies in the order of repetition $1 (rotated by rep - 1).
+policy_order() {
+    local -a p
+    IFS=, read -r -a p <<<"$policies"
+    local n=${#p[@]} k=$(( ($1 - 1) % ${#p[@]} )) i res=()
+    for (( i = 0; i < n; i++ )); do
+        res+=("${p[(i + k) % n]}")
+    done
+    (IFS=,; echo "${res[*]}")
+}
+
+# One `migstream migrate` of workload $2 with policies $4 (comma list),
+# JSON to $5, stderr appended to $6.
+migrate_once() {
+    local link=$1 wl=$2 rep=$3 pols=$4 json=$5 err=$6 plot=()
+    [[ $rep == 1 && $wl != redis ]] && plot=(--plot "$out/img/eval-$link-$wl" --plot-title "$wl, $link")
     local wargs
-    [[ $wl == redis ]] && start_redis
     wargs=$(workload_args "$wl")
-    local cmd=("$ms" migrate --policy precopy,fragmented,downtime --chain zero,delta,lz4 --json
-               "${plot[@]}")
+    local cmd=("$ms" migrate --policy "$pols" --chain "zero,delta,lz4" --json "${plot[@]}")
     if [[ $link == tbf ]]; then
         cmd=("$netns" -p "$prefix" exec A "${cmd[@]}" --receiver-netns "${prefix}B"
              --local-listen 10.231.0.2)
     fi
-    echo "== $link $wl rep $rep: $(date +%T)"
     # shellcheck disable=SC2086
-    "${cmd[@]}" $wargs >"$json" 2>"$out/$link-$wl-$rep.err" || echo "   exit $? (see $out/$link-$wl-$rep.err)"
-    [[ $wl == redis ]] && stop_redis
+    "${cmd[@]}" $wargs >"$json" 2>>"$err" || echo "   exit $? (see $err)"
+}
+
+run() {
+    local link=$1 wl=$2 rep=$3
+    local json="$out/$link-$wl-$rep.json" err="$out/$link-$wl-$rep.err" order
+    order=$(policy_order "$rep")
+    echo "== $link $wl rep $rep ($order): $(date +%T)"
+    : >"$err"
+    if [[ $wl != redis ]]; then
+        migrate_once "$link" "$wl" "$rep" "$order" "$json" "$err"
+        return 0
+    fi
+    local parts=() pol pols
+    IFS=, read -r -a pols <<<"$order"
+    for pol in "${pols[@]}"; do
+        start_redis
+        migrate_once "$link" "$wl" "$rep" "$pol" "$json.$pol" "$err"
+        stop_redis
+        parts+=("$json.$pol")
+    done
+    python3 -c 'import json, sys
+m = []
+for p in sys.argv[2:]:
+    try:
+        m += json.load(open(p))["migrations"]
+    except (OSError, ValueError, KeyError):
+        pass
+json.dump({"migrations": m}, open(sys.argv[1], "w"))' "$json" "${parts[@]}"
+    rm -f "${parts[@]}"
     return 0
 }
 

@@ -28,26 +28,45 @@ static void set_first(uint64_t *bm, uint64_t nwords, uint64_t count)
         ms_bit_set(bm, i);
 }
 
+/* A scheduler for `policy` (c NULL: the defaults) over npages pages, and a
+ * bitmap of *nw words with all of them dirty, as before round 0. */
+static ms_sched *sched_all_dirty(const char *policy, const ms_policy_config *c, uint64_t npages, uint64_t **bm,
+                                 size_t *nw)
+{
+    ms_sched *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(ms_sched_new(policy, c, npages, 4096, &s), MS_OK);
+    *nw = ms_bitmap_words(npages);
+    *bm = calloc(*nw, 8);
+    set_first(*bm, *nw, npages);
+    return s;
+}
+
+static ms_policy_config config_downtime(double ms)
+{
+    ms_policy_config c;
+    ms_policy_config_default(&c);
+    c.downtime_ms = ms;
+    return c;
+}
+
 /* ---- Xen's rule -------------------------------------------------------- */
 
 static void test_xen_rule(void)
 {
-    ms_precopy_stats st = {0, 0, 100000};
-    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_CONTINUE_PRECOPY);
-    st.dirty_count = 50;
-    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_CONTINUE_PRECOPY);
-    st.dirty_count = 49;
-    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_STOP_AND_COPY);
-    st.dirty_count = 0;
-    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_STOP_AND_COPY);
-    st.dirty_count = -1; /* unknown: only the iteration count decides */
-    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_CONTINUE_PRECOPY);
-    st.iteration = 4;
-    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_CONTINUE_PRECOPY);
-    st.iteration = 5;
-    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_STOP_AND_COPY);
-    st.dirty_count = 1000000;
-    CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), MS_XGS_POLICY_STOP_AND_COPY);
+    enum { GO = MS_XGS_POLICY_CONTINUE_PRECOPY, STOP = MS_XGS_POLICY_STOP_AND_COPY };
+    static const struct {
+        unsigned iteration;
+        long dirty;
+        int want;
+    } cases[] = {
+        {0, 100000, GO}, {0, 50, GO}, {0, 49, STOP}, {0, 0, STOP},
+        /* dirty count unknown: only the iteration count decides */
+        {0, -1, GO}, {4, -1, GO}, {5, -1, STOP}, {5, 1000000, STOP},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ms_precopy_stats st = {.iteration = cases[i].iteration, .dirty_count = cases[i].dirty};
+        CU_ASSERT_EQUAL(ms_xen_simple_precopy_policy(st), cases[i].want);
+    }
 }
 
 /* An independent transliteration of send_memory_live() in xg_sr_save.c
@@ -86,11 +105,9 @@ static size_t xen_reference(long p2m, const long *script, long *sent, size_t *fe
 static size_t sched_run(const char *policy, uint64_t npages, const long *script, long *sent,
                         size_t *fetched)
 {
-    ms_sched *s = NULL;
-    CU_ASSERT_EQUAL_FATAL(ms_sched_new(policy, NULL, npages, 4096, &s), MS_OK);
-    size_t nw = ms_bitmap_words(npages), n = 0, k = 0;
-    uint64_t *bm = calloc(nw, 8);
-    set_first(bm, nw, npages);
+    size_t nw, n = 0, k = 0;
+    uint64_t *bm;
+    ms_sched *s = sched_all_dirty(policy, NULL, npages, &bm, &nw);
     for (uint32_t round = 0;; round++) {
         ms_sched_round pr;
         CU_ASSERT_EQUAL_FATAL(ms_sched_plan(s, round, bm, 0.1, 0.1 * round, &pr), MS_OK);
@@ -284,15 +301,11 @@ static void test_no_page_lost(void)
 static void defers_hot(bool hold)
 {
     const uint64_t npages = 64 * 512;
-    ms_policy_config c;
-    ms_policy_config_default(&c);
-    c.downtime_ms = 300;
+    ms_policy_config c = config_downtime(300);
     c.hold_on_stop = hold;
-    ms_sched *s = NULL;
-    CU_ASSERT_EQUAL_FATAL(ms_sched_new("fragmented", &c, npages, 4096, &s), MS_OK);
-    size_t nw = ms_bitmap_words(npages);
-    uint64_t *bm = calloc(nw, 8);
-    set_first(bm, nw, npages);
+    size_t nw;
+    uint64_t *bm;
+    ms_sched *s = sched_all_dirty("fragmented", &c, npages, &bm, &nw);
     ms_sched_round pr;
     CU_ASSERT_EQUAL(ms_sched_plan(s, 0, bm, 0, 0, &pr), MS_OK);
     CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_CONTINUE);
@@ -345,19 +358,20 @@ static void defers_hot(bool hold)
 static void test_fragmented_defers_hot(void) { defers_hot(true); }
 static void test_fragmented_releases_on_stop(void) { defers_hot(false); }
 
+/* `fragmented` over 64 fragments of 512 pages, downtime target 100 ms. */
+static ms_sched *fragmented_64_frags(uint64_t **bm, size_t *nw)
+{
+    ms_policy_config c = config_downtime(100);
+    return sched_all_dirty("fragmented", &c, 64 * 512, bm, nw);
+}
+
 /* Hot memory larger than the budget: only what fits is held back, and the
  * policy stops when rounds stop shrinking what is outstanding. */
 static void test_fragmented_budget_and_stall(void)
 {
-    const uint64_t npages = 64 * 512;
-    ms_policy_config c;
-    ms_policy_config_default(&c);
-    c.downtime_ms = 100;
-    ms_sched *s = NULL;
-    CU_ASSERT_EQUAL_FATAL(ms_sched_new("fragmented", &c, npages, 4096, &s), MS_OK);
-    size_t nw = ms_bitmap_words(npages);
-    uint64_t *bm = calloc(nw, 8);
-    set_first(bm, nw, npages);
+    size_t nw;
+    uint64_t *bm;
+    ms_sched *s = fragmented_64_frags(&bm, &nw);
     ms_sched_round pr;
     int stopped = -1;
     for (uint32_t round = 0; round < 30 && stopped < 0; round++) {
@@ -380,28 +394,199 @@ static void test_fragmented_budget_and_stall(void)
             ms_bit_set(bm, p);
     }
     /* round 1 sets the reference, round 2 shows no progress: stop there,
-     * not after Xen's five rounds or the 30-round safety */
+     * not after Xen's five rounds or the 30-round safety. Every outstanding
+     * page is rewritten every round, so one more live round would leave as
+     * much for the pause: pause now. */
     CU_ASSERT_EQUAL(stopped, 2);
     CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_STOP_NOW);
     CU_ASSERT(strstr(pr.reason, "no progress") != NULL);
+    CU_ASSERT(strstr(pr.reason, "pause now") != NULL);
     CU_ASSERT_EQUAL(pr.send_pages, 0);
     CU_ASSERT_EQUAL(ms_sched_pending_count(s), 16 * 512);
     free(bm);
     ms_sched_free(s);
 }
 
+/* A deterministic workload for the stop rule: pages of fragments 0..15
+ * (8192, the hot set) are written at 10/s each, the other 48 fragments'
+ * pages at 0.02/s, each page a Poisson process drawn with rnd(). The link
+ * moves 32768 pages/s; the downtime target is 100 ms, so the deferral
+ * budget (1638 pages) holds only 3 of the 16 hot fragments and the rounds
+ * stall near 6000 outstanding pages (~190 ms). */
+#define HC_RATE 32768.0
+
+static double hc_lambda(uint64_t page) { return page < 16 * 512 ? 10.0 : 0.02; }
+
+/* The dirty bitmap after a live round that sent `sent` in fragment order
+ * `order` at HC_RATE, `stretch` times slower than the link (a noisy
+ * round). With reads within the round (`sync`, as the engine does for
+ * fragmented) a sent page is dirty only if written after its send; without
+ * (precopy), if written at any time in the round; an unsent page if
+ * written at all. */
+static void hc_round(uint64_t *bm, const uint64_t *sent, const uint32_t *order, uint32_t nfrag,
+                     uint64_t npages, bool sync, double stretch)
+{
+    uint64_t n = ms_bitmap_count(sent, npages), k = 0;
+    double round_s = stretch * (double)n / HC_RATE;
+    memset(bm, 0, ms_bitmap_words(npages) * 8);
+    for (uint32_t i = 0; i < nfrag; i++)
+        for (uint64_t p = (uint64_t)order[i] * 512; p < (uint64_t)(order[i] + 1) * 512; p++) {
+            double window = round_s;
+            if (ms_bit_test(sent, p) && sync)
+                window -= stretch * (double)k / HC_RATE;
+            k += ms_bit_test(sent, p);
+            if (rndf() < -expm1(-hc_lambda(p) * window))
+                ms_bit_set(bm, p);
+        }
+}
+
+/* Run `policy` on the workload until it stops; round `slow` (if any) takes
+ * three times as long as the link needs. Returns the final round's pages;
+ * *last is the plan of the round it stopped in (its order copied to
+ * order[64]: the scheduler's own array is freed here) and *outstanding
+ * what pausing at that plan would have left. */
+static uint64_t hc_final(const char *policy, bool hold, uint32_t slow, ms_sched_round *last,
+                         uint32_t *order, uint64_t *outstanding)
+{
+    const uint64_t npages = 64 * 512;
+    ms_policy_config c = config_downtime(100);
+    c.hold_on_stop = hold;
+    size_t nw;
+    uint64_t *bm;
+    ms_sched *s = sched_all_dirty(policy, &c, npages, &bm, &nw);
+    bool sync = ms_sched_syncs_in_round(s);
+    uint64_t *sent = calloc(nw, 8);
+    rng_state = 42;
+    double interval = 0, t = 0;
+    for (uint32_t round = 0;; round++) {
+        CU_ASSERT_EQUAL_FATAL(ms_sched_plan(s, round, bm, interval, t, last), MS_OK);
+        *outstanding = last->send_pages + last->pending_pages;
+        if (last->decision == MS_DECIDE_STOP_NOW) {
+            memset(bm, 0, nw * 8); /* paused at once: nothing written since */
+            break;
+        }
+        double stretch = round == slow ? 3 : 1;
+        interval = stretch * (double)last->send_pages / HC_RATE;
+        t += interval;
+        ms_round_done d = {.round = round, .pages = last->send_pages,
+                           .raw_bytes = last->send_pages * 4096, .time_s = interval};
+        bool stop = last->decision == MS_DECIDE_STOP_AFTER ||
+                    ms_sched_sent(s, &d) != MS_DECIDE_CONTINUE;
+        memcpy(sent, bm, nw * 8);
+        hc_round(bm, sent, last->order, last->nfragments, npages, sync, stretch);
+        if (stop)
+            break;
+    }
+    uint64_t final = ms_sched_final(s, bm);
+    memcpy(order, last->order, 64 * sizeof(*order));
+    last->order = NULL;
+    last->frag_send = NULL;
+    free(sent);
+    free(bm);
+    ms_sched_free(s);
+    return final;
+}
+
+/* The budget-aware final round, in a steady stall: the hot set is larger
+ * than the deferral budget and rounds stop shrinking above the target. One
+ * more round would leave about as much as pausing now, so the policy
+ * pauses now; that final round is smaller than precopy's on the same
+ * workload (precopy's rounds carry every page written during them). */
+static void test_fragmented_steady_stall(void)
+{
+    ms_sched_round pr;
+    uint32_t order[64];
+    uint64_t outstanding = 0, pre_out = 0;
+    uint64_t final = hc_final("fragmented", false, UINT32_MAX, &pr, order, &outstanding);
+    uint64_t pre = hc_final("precopy", false, UINT32_MAX, &pr, order, &pre_out);
+    uint64_t again = hc_final("fragmented", false, UINT32_MAX, &pr, order, &outstanding);
+    fprintf(stderr, "\n  steady: final %llu pages (%s); precopy %llu\n",
+            (unsigned long long)final, pr.reason, (unsigned long long)pre);
+    CU_ASSERT_EQUAL(final, again); /* deterministic */
+    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_STOP_NOW);
+    CU_ASSERT(strstr(pr.reason, "no progress") != NULL);
+    CU_ASSERT(strstr(pr.reason, "pause now") != NULL);
+    CU_ASSERT(outstanding > 100 * HC_RATE / 1000); /* did not fit the target */
+    CU_ASSERT_EQUAL(final, outstanding);
+    CU_ASSERT(final < pre);
+}
+
+/* The same workload with one round three times slower than the link (the
+ * machine was busy): the next bitmap is inflated, rounds look stalled, and
+ * pausing there would carry all of it. One more live round, hot fragments
+ * last, is predicted to leave much less, so the policy sends it. */
+static void slow_round(bool hold)
+{
+    ms_sched_round pr;
+    uint32_t order[64];
+    uint64_t outstanding = 0, pre_out = 0;
+    uint64_t final = hc_final("fragmented", hold, 2, &pr, order, &outstanding);
+    fprintf(stderr, "\n  slow round%s: stop at %llu outstanding, final %llu pages (%s)",
+            hold ? ", hold" : "", (unsigned long long)outstanding, (unsigned long long)final,
+            pr.reason);
+    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_STOP_AFTER);
+    CU_ASSERT(strstr(pr.reason, "sent live once more") != NULL);
+    CU_ASSERT(outstanding > 100 * HC_RATE / 1000);
+    if (hold) {
+        /* the budget's share stays held back for the pause */
+        CU_ASSERT(pr.deferred_fragments > 0);
+        CU_ASSERT(pr.pending_pages > 0 && pr.pending_pages <= 1638);
+    } else {
+        CU_ASSERT_EQUAL(pr.deferred_fragments, 0);
+        CU_ASSERT_EQUAL(pr.pending_pages, 0);
+        CU_ASSERT_EQUAL(pr.send_pages, outstanding);
+    }
+    /* hottest last: the sixteen hot fragments close the round */
+    for (uint32_t i = 48; i < 64; i++)
+        CU_ASSERT(order[i] < 16);
+    CU_ASSERT(final < 0.8 * (double)outstanding);
+    uint64_t pre = hc_final("precopy", false, 2, &pr, order, &pre_out);
+    fprintf(stderr, "; precopy %llu\n", (unsigned long long)pre);
+    CU_ASSERT(final < pre);
+}
+
+/* Memory that becomes rewritten faster than it can be sent (stress-ng
+ * moving to a method that writes everything): outstanding doubles over
+ * what the previous round left, but all of it is in saturated fragments,
+ * so one more round would leave all of it again: pause now. */
+static void test_fragmented_saturation_jump(void)
+{
+    size_t nw;
+    uint64_t *bm;
+    ms_sched *s = fragmented_64_frags(&bm, &nw);
+    ms_sched_round pr;
+    for (uint32_t round = 0; round < 3; round++) {
+        CU_ASSERT_EQUAL_FATAL(ms_sched_plan(s, round, bm, 0.25, 0.25 * round, &pr), MS_OK);
+        if (round == 2)
+            break;
+        CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_CONTINUE);
+        ms_round_done d = {.round = round, .pages = pr.send_pages,
+                           .raw_bytes = pr.send_pages * 4096, .time_s = pr.send_pages / 32768.0};
+        CU_ASSERT_EQUAL(ms_sched_sent(s, &d), MS_DECIDE_CONTINUE);
+        /* fragments 0..7 rewritten after round 0, 0..15 after round 1 */
+        memset(bm, 0, nw * 8);
+        for (uint64_t p = 0; p < (round ? 16u : 8u) * 512; p++)
+            ms_bit_set(bm, p);
+    }
+    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_STOP_NOW);
+    CU_ASSERT(strstr(pr.reason, "last round left 4096") != NULL);
+    CU_ASSERT(strstr(pr.reason, "pause now") != NULL);
+    CU_ASSERT_EQUAL(ms_sched_pending_count(s), 16 * 512);
+    free(bm);
+    ms_sched_free(s);
+}
+
+static void test_fragmented_slow_round(void) { slow_round(false); }
+static void test_fragmented_slow_round_hold(void) { slow_round(true); }
+
 static void test_downtime_policy(void)
 {
     const uint64_t npages = 10000;
-    ms_policy_config c;
-    ms_policy_config_default(&c);
-    c.downtime_ms = 100;
+    ms_policy_config c = config_downtime(100);
     c.max_rounds = 4;
-    ms_sched *s = NULL;
-    CU_ASSERT_EQUAL_FATAL(ms_sched_new("downtime", &c, npages, 4096, &s), MS_OK);
-    size_t nw = ms_bitmap_words(npages);
-    uint64_t *bm = calloc(nw, 8);
-    set_first(bm, nw, npages);
+    size_t nw;
+    uint64_t *bm;
+    ms_sched *s = sched_all_dirty("downtime", &c, npages, &bm, &nw);
     ms_sched_round pr;
     CU_ASSERT_EQUAL(ms_sched_plan(s, 0, bm, 0, 0, &pr), MS_OK);
     CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_CONTINUE);
@@ -481,6 +666,12 @@ MS_TEST_MAIN({
         {"fragmented holds hot fragments back, cold first", test_fragmented_defers_hot},
         {"fragmented sends all live once more when it stops", test_fragmented_releases_on_stop},
         {"fragmented deferral within budget, stops on stall", test_fragmented_budget_and_stall},
+        {"fragmented: steady stall above target, pause now, final < precopy's",
+         test_fragmented_steady_stall},
+        {"fragmented: stall after a slow round, one more live round, final < precopy's",
+         test_fragmented_slow_round},
+        {"fragmented: the same with hold_on_stop", test_fragmented_slow_round_hold},
+        {"fragmented: stall as memory saturates, pause now", test_fragmented_saturation_jump},
         {"downtime policy: limit and max iterations", test_downtime_policy},
         {"bad policy configurations refused", test_bad_config},
         {"bits past the last page ignored", test_tail_masked},
