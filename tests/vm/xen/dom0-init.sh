@@ -246,6 +246,8 @@ need_preload() { # STEP
 inband="MIGSTREAM_TRANSPORT=inband MIGSTREAM_CODEC=$MS_CODEC MIGSTREAM_LOG=info"
 tcp="MIGSTREAM_TRANSPORT=tcp MIGSTREAM_CODEC=$MS_CODEC MIGSTREAM_CHANNELS=2 MIGSTREAM_KEY_FILE=/etc/ms/key MIGSTREAM_LOG=info"
 port="127.0.0.1:$MS_PORT"
+rdma="MIGSTREAM_TRANSPORT=rdma MIGSTREAM_CODEC=$MS_CODEC MIGSTREAM_CHANNELS=2 MIGSTREAM_KEY_FILE=/etc/ms/key MIGSTREAM_LOG=info"
+rdma_ip=10.0.0.1
 
 step_baseline() { migrate $1 ok ""; }
 # inband and fragmented also record the libxc stream, so msxcstat can count
@@ -253,6 +255,30 @@ step_baseline() { migrate $1 ok ""; }
 step_inband() { need_preload $1 && migrate $1 ok "" $inband MIGSTREAM_RECORD=/tmp/$1.xc; }
 step_tcp() { need_preload $1 && migrate $1 ok "" $tcp MIGSTREAM_PEER=$port MIGSTREAM_LISTEN=$port; }
 step_fragmented() { need_preload $1 && migrate $1 ok "" $inband MIGSTREAM_SCHED=fragmented MIGSTREAM_RECORD=/tmp/$1.xc; }
+# rdma: Soft-RoCE (rdma_rxe) on a dummy netdev in dom0, set up on first use;
+# the side connections then run over real verbs between two processes.
+rxe_state=none
+rxe_up() {
+  [ $rxe_state = up ] && return 0
+  [ $rxe_state = none ] || return 1
+  rxe_state=failed
+  ip link add dummy0 type dummy 2>/dev/null # the module may have made it already
+  ip link set dummy0 mtu 9000
+  ip addr add $rdma_ip/24 dev dummy0 && ip link set dummy0 up || return 1
+  rdma link add rxe0 type rxe netdev dummy0 >/tmp/rxe.log 2>&1 || return 1
+  n=0
+  while ! [ -r /sys/class/infiniband/rxe0/ports/1/gids/1 ] ||
+        grep -q '^0000:0000:0000:0000:0000:0000:0000:0000$' /sys/class/infiniband/rxe0/ports/1/gids/1; do
+    n=$((n + 1)); [ $n -gt 100 ] && return 1
+    sleep 0.1
+  done
+  rxe_state=up
+}
+step_rdma() {
+  need_preload $1 || return
+  rxe_up || { step_line $1 FAIL "rxe0 on dummy0 did not come up: $(cat /tmp/rxe.log 2>/dev/null) $(rdma link 2>&1)"; return 1; }
+  migrate $1 ok "" $rdma MIGSTREAM_PEER=$rdma_ip:$((MS_PORT + 2)) MIGSTREAM_LISTEN=$rdma_ip:$((MS_PORT + 2))
+}
 step_record() {
   need_preload $1 || return
   migrate $1 ok "" $inband MIGSTREAM_RECORD=$out/record.xc &&
@@ -319,7 +345,9 @@ saverestore() {
   env $preload_env "$@" timeout -s KILL "$MS_TIMEOUT" xl -vv restore $f >$out/$step.restore.log 2>&1
   rrc=$?
   t2=$(now_ms)
-  rm -f $f
+  # The plain save file goes to the host, which inspects and replays it (a
+  # real `xl save` file for migstream's xl/libxl/libxc reader).
+  if [ $step = save-plain ] && [ -n "$MS_PRELOAD" ]; then mv $f $out/save-plain.save; else rm -f $f; fi
   d1=$(xl domid $g 2>/dev/null)
   wait_counter $g $((c0 + 5)) 60 && running=yes || running=no
   c1=$(counter $g)

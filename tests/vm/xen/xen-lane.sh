@@ -25,6 +25,8 @@
 #                  variable (preload loaded but idle when built)
 #   inband         MIGSTREAM_TRANSPORT=inband MIGSTREAM_CODEC=zero,delta,lz4
 #   tcp            side connection on 127.0.0.1 in dom0, 2 channels, key file
+#   rdma           the same over RDMA verbs: Soft-RoCE (rdma_rxe) on a dummy
+#                  netdev in dom0, two queue pairs, key file
 #   fragmented     inband + MIGSTREAM_SCHED=fragmented
 #   fault-key      tcp, receiver's key wrong: must fail, guest stays on source
 #   fault-refused  tcp, side connection refused: the same
@@ -35,6 +37,9 @@
 #                  live-migrated by Debian's Xen: no shadow paging); the PV
 #                  guest boots in the background from the first fault or
 #                  record step on, the PVH guest is destroyed before saving
+#                  The save file comes out of the VM: `migstream inspect`
+#                  must read it and `migstream replay` (2 channels, key)
+#                  must rebuild it byte for byte (save-inspect, save-replay)
 #   save-preload   the same through the preload (inband, zero,delta,lz4)
 #   spawn-stress   (not in the default list) 200 short processes in dom0,
 #                  counting crashes: a probe for the emulator flake
@@ -54,7 +59,7 @@ top=$(cd "$(dirname "$0")/../../.." && pwd)
 here=$top/tests/vm/xen
 cd "$top"
 
-all_steps="baseline inband tcp fragmented fault-key fault-refused record save-plain save-preload"
+all_steps="baseline inband tcp rdma fragmented fault-key fault-refused record save-plain save-preload"
 build=$top/build steps=$all_steps runs=1 retry=1 budget=1200 keep=0
 hot=8 sweep=32 pps=2000
 while [ $# -gt 0 ]; do
@@ -107,13 +112,18 @@ kernel_package
 pkgs=(xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils libxenmisc4.17
       libxencall1 libxendevicemodel1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenhypfs1
       libxenstore4 libxentoolcore1 libxentoollog1 libyajl2 libext2fs2 liblzma5 libuuid1 libzstd1 zlib1g
-      libncurses6 libtinfo6 libc6 libgcc-s1 busybox-static)
+      libncurses6 libtinfo6 libc6 libgcc-s1 busybox-static
+      iproute2 libibverbs1 ibverbs-providers librdmacm1 libnl-3-200 libnl-route-3-200 libmnl0 libbsd0 libmd0
+      libcap2 libelf1)
 fetch_debs "$kpkg" "${pkgs[@]}"
 
 pkgroot=$work/pkgroot kroot=$work/kroot rootfs=$work/dom0 groot=$work/guest
 mkdir -p "$pkgroot" "$kroot" "$rootfs" "$groot"
 unpack_debs "$pkgroot" "${pkgs[@]}"
-unpack_kernel "$kroot" 'drivers/xen/*' 'drivers/block/virtio_blk.ko' 'drivers/virtio/*'
+# Xen's modules, the disk, and Soft-RoCE for the rdma step.
+unpack_kernel "$kroot" 'drivers/xen/*' 'drivers/block/virtio_blk.ko' 'drivers/virtio/*' \
+  'drivers/infiniband/core/*' 'drivers/infiniband/sw/rxe/*' 'drivers/net/dummy.ko' 'net/ipv4/udp_tunnel.ko' \
+  'net/ipv6/ip6_udp_tunnel.ko' 'fs/configfs/*' 'crypto/crc32_generic.ko' 'arch/x86/crypto/crc32-pclmul.ko'
 xen_gz=$pkgroot/boot/xen-4.17-amd64.gz
 [ -f "$xen_gz" ] || fail_setup "no $xen_gz in xen-hypervisor-4.17-amd64"
 gunzip -c "$xen_gz" >"$work/xen" || fail_setup "gunzip $xen_gz"
@@ -162,7 +172,8 @@ chmod +x "$rootfs/init"
 echo "root:x:0:0:root:/:/bin/sh" >"$rootfs/etc/passwd"
 
 # Kernel modules in dependency order, each once.
-install_modules "$kroot" "$rootfs" xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc virtio_pci virtio_blk
+install_modules "$kroot" "$rootfs" xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc virtio_pci virtio_blk \
+  crc32_generic crc32_pclmul rdma_rxe rdma_ucm dummy
 grep -q xen-privcmd.ko "$rootfs/etc/ms-modules" || fail_setup "module list lacks xen-privcmd (see $work/modprobe.log)"
 
 # The project's artifacts.
@@ -254,7 +265,7 @@ EOF
 plan=""
 for s in $steps; do
   case $s in
-    baseline|inband|tcp|fragmented)
+    baseline|inband|tcp|rdma|fragmented)
       if [ "$runs" -gt 1 ]; then for i in $(seq 1 "$runs"); do plan="$plan $s.$i"; done; else plan="$plan $s"; fi ;;
     *) plan="$plan $s" ;;
   esac
@@ -324,9 +335,37 @@ record_check() { # DIR
     echo "record-replay FAIL migstream replay $how: $(echo "$out" | grep -o '"error":{[^}]*}' || tail -2 "$art/record-replay.log" | tr '\n' ' ')" >>"$work/host-verdicts"
   fi
 }
+# save_check DIR: the plain `xl save` file of a real PV guest through
+# migstream's own reader (inspect) and the pipeline (replay, 2 sealed
+# channels), which must rebuild it byte for byte.
+save_check() {
+  local f=$1/save-plain.save
+  [ -f "$f" ] || { echo "save-inspect FAIL the save-plain step passed but no save file came out of the VM" >>"$work/host-verdicts"; return 0; }
+  if [ -z "$migstream" ]; then
+    echo "save-inspect SKIP migstream not built" >>"$work/host-verdicts"
+    return 0
+  fi
+  if "$migstream" inspect --json "$f" >"$art/save-inspect.json" 2>"$art/save-inspect.log"; then
+    echo "save-inspect PASS migstream inspect reads the real xl save file ($(wc -c <"$f") bytes): $("$migstream" inspect "$f" 2>&1 | sed -n 1,2p | tr '\n' ' ' | cut -c1-160)" >>"$work/host-verdicts"
+  else
+    echo "save-inspect FAIL $(tail -1 "$art/save-inspect.log")" >>"$work/host-verdicts"
+  fi
+  "$migstream" keygen "$work/save.key" >/dev/null 2>&1
+  "$migstream" replay --image "$f" --channels 2 --key "$work/save.key" --json -q >"$art/save-replay.json" 2>"$art/save-replay.log"
+  local out
+  out=$(tr -d '\n' <"$art/save-replay.json")
+  if echo "$out" | grep -q '"identical":true'; then
+    echo "save-replay PASS migstream replay rebuilt the xl save file byte for byte over 2 sealed channels: $(echo "$out" | grep -o '"source_digest":"[0-9a-f]*","receiver_digest":"[0-9a-f]*"')" >>"$work/host-verdicts"
+  else
+    echo "save-replay FAIL $(echo "$out" | grep -o '"error":{[^}]*}' || tail -2 "$art/save-replay.log" | tr '\n' ' ')" >>"$work/host-verdicts"
+  fi
+  rm -f "$f"
+}
 : >"$work/host-verdicts"
 if grep -q '^record PASS' "$work/verdict-1"; then record_check "$art/attempt1"
 elif [ -f "$work/verdict-2" ] && grep -q '^record PASS' "$work/verdict-2"; then record_check "$art/attempt2"; fi
+if grep -q '^save-plain PASS' "$work/verdict-1"; then save_check "$art/attempt1"
+elif [ -f "$work/verdict-2" ] && grep -q '^save-plain PASS' "$work/verdict-2"; then save_check "$art/attempt2"; fi
 
 # ---- report ------------------------------------------------------------------------------------
 final_fail=() flaky=() npass=0 nskip=0
@@ -358,6 +397,9 @@ awk '
     s = v("step"); w = v("wire_bytes"); if (w == "-") w = v("file_bytes")
     # tcp steps: the side connection (dom0 loopback bytes) plus xl fd bytes.
     if (v("lo_bytes") + 0 > 4096) w = w + v("lo_bytes")
+    # rdma steps: rxe loops local traffic back inside the kernel, so the
+    # side connection is counted by the preload (MiB, 1 decimal).
+    if (s ~ /^rdma/ && v("ms_wire_mib") != "-") w = int(w + v("ms_wire_mib") * 1048576)
     if (v("rc") != "0" && v("rc") != "0/0") w = "-"
     if (s ~ /^baseline/ && w + 0 > 0 && base == "") base = w
     if (s ~ /^save-plain/ && w + 0 > 0 && sbase == "") sbase = w
