@@ -11,6 +11,8 @@
 #ifndef MS_CODECS_H
 #define MS_CODECS_H
 
+#include <stdio.h>
+
 #include "common/common.h"
 
 #ifdef __cplusplus
@@ -181,10 +183,21 @@ typedef struct ms_auto_view {
     unsigned workers;                /* compressing threads (>= 1) */
     double cpu_rate[MS_AUTO_NCAND];  /* input bytes/s of one worker thread */
     double ratio[MS_AUTO_NCAND];     /* output / input bytes */
+    /* Input bytes/s the pipeline delivered while the candidate was the
+     * decision (0: not measured). Where known it replaces the formula: it
+     * includes what the formula cannot see, e.g. a receiver on the same
+     * cores that decompresses, or workers sharing cores with the producer. */
+    double delivered[MS_AUTO_NCAND];
+    /* A candidate never delivered must beat the delivered ones by this
+     * fraction by the formula to be tried (0: no margin). */
+    double trial_margin;
 } ms_auto_view;
 
 /* Pure rule, no clocks: 0 if the candidate's estimates are unknown. */
 double ms_auto_throughput(const ms_auto_view *v, unsigned cand);
+/* What the decision compares: delivered[cand] if measured, else the
+ * formula divided by 1 + trial_margin. */
+double ms_auto_estimate(const ms_auto_view *v, unsigned cand);
 /* The best candidate; `current` is kept unless the best beats it by more
  * than the fraction `hysteresis` (so small changes cause no flapping). */
 unsigned ms_auto_decide(const ms_auto_view *v, unsigned current, double hysteresis);
@@ -198,6 +211,10 @@ typedef struct ms_auto_config {
     unsigned explore_every; /* every Nth frame tries another compressor; 0: 32 */
     double alpha;           /* weight of a new sample in the moving averages; 0: 0.25 */
     double hysteresis;      /* 0: 0.03 */
+    uint64_t steady_frames; /* what a candidate delivered (and its CPU rate) while it was the
+                               decision stands for this many frames, then it may be tried
+                               again; 0: 2048 */
+    double trial_margin;    /* see ms_auto_view; 0: 0.25 (negative: none) */
 } ms_auto_config;
 
 typedef struct ms_auto_stats {
@@ -219,7 +236,10 @@ void ms_auto_free(ms_auto *a);
  * while the current choice is CPU-bound, it is a lower bound and only a
  * higher sample is taken, so better compression slowing the wire down never
  * reads as a slower link; an unknown link (no cap, never saturated) stays
- * unknown, i.e. unlimited. Never above link_cap. */
+ * unknown, i.e. unlimited. Never above link_cap. Once the link is known and
+ * three new values (rate windows) have come since the last switch, the rate
+ * times the current choice's input/output bytes since that switch is what
+ * the choice delivered (ms_auto_view.delivered). */
 void ms_auto_link_sample(ms_auto *a, double bytes_per_s, bool saturated);
 /* Candidate for frame `seq`: a candidate never measured yet first, every
  * explore_every-th frame another candidate in turn, else the decision. */
@@ -230,6 +250,11 @@ unsigned ms_auto_pick(ms_auto *a, uint64_t seq);
 void ms_auto_record(ms_auto *a, unsigned cand, uint64_t in_bytes, uint64_t out_bytes, double cpu_s);
 void ms_auto_get_view(ms_auto *a, ms_auto_view *out);
 void ms_auto_get_stats(ms_auto *a, ms_auto_stats *out);
+/* The choices as one JSON object, no newline: per candidate ("none", "lz4",
+ * "zstd:1", "zstd:3") frames, explored frames, compressor input bytes and
+ * output bytes (what went on the wire as frame bodies), then the number of
+ * decision changes and the decision at the end. For `--json` reports. */
+void ms_auto_stats_json(const ms_auto_stats *st, FILE *f);
 
 #ifdef __cplusplus
 }

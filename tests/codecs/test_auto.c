@@ -2,6 +2,7 @@
  * decision state's exploration, hysteresis and per-codec accounting. */
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "codecs/codecs.h"
@@ -115,13 +116,21 @@ static void feed(ms_auto *a, const ms_auto_view *v, unsigned cand)
     ms_auto_record(a, cand, in, (uint64_t)(in * v->ratio[cand]), (double)in / v->cpu_rate[cand]);
 }
 
-static void test_state_converges(void)
+/* Two workers on a 100 Mbit/s link, the typical shapes as the truth. */
+static ms_auto *slow_link_state(unsigned explore_every, ms_auto_view *truth)
 {
-    ms_auto_config cfg = {.workers = 2, .explore_every = 8};
+    ms_auto_config cfg = {.workers = 2, .explore_every = explore_every};
     ms_auto *a = ms_auto_new(&cfg);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-    ms_auto_view truth = typical(12.5 * MB, 2);
-    ms_auto_link_sample(a, truth.link_rate, true);
+    *truth = typical(12.5 * MB, 2);
+    ms_auto_link_sample(a, truth->link_rate, true);
+    return a;
+}
+
+static void test_state_converges(void)
+{
+    ms_auto_view truth;
+    ms_auto *a = slow_link_state(8, &truth);
     /* Each compressor is tried first, before anything is known. */
     bool seen[MS_AUTO_NCAND] = {0};
     for (uint64_t seq = 0; seq < 3; seq++) {
@@ -143,11 +152,8 @@ static void test_state_converges(void)
 
 static void test_exploration_and_stats(void)
 {
-    ms_auto_config cfg = {.workers = 2, .explore_every = 8};
-    ms_auto *a = ms_auto_new(&cfg);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-    ms_auto_view truth = typical(12.5 * MB, 2);
-    ms_auto_link_sample(a, truth.link_rate, true);
+    ms_auto_view truth;
+    ms_auto *a = slow_link_state(8, &truth);
     unsigned per[MS_AUTO_NCAND] = {0};
     for (uint64_t seq = 0; seq < 3 + 160; seq++) {
         unsigned c = ms_auto_pick(a, seq);
@@ -184,7 +190,8 @@ static void test_exploration_and_stats(void)
 
 static void test_link_samples(void)
 {
-    ms_auto_config cfg = {.workers = 1, .link_cap = 100 * MB, .alpha = 0.5};
+    /* No trial margin: this is about reading the link, not about trials. */
+    ms_auto_config cfg = {.workers = 1, .link_cap = 100 * MB, .alpha = 0.5, .trial_margin = -1};
     ms_auto *a = ms_auto_new(&cfg);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     ms_auto_view v;
@@ -254,6 +261,187 @@ static void test_unknown_link(void)
     ms_auto_link_sample(a, 40 * MB, true);
     ms_auto_get_stats(a, &st);
     CU_ASSERT_EQUAL(st.current, MS_AUTO_ZSTD3);
+    ms_auto_free(a);
+}
+
+/* Frame `seq` of 1 MB as auto picks it, with the given ratio and per-worker
+ * rate of each candidate; returns the pick. */
+static unsigned send_frame(ms_auto *a, uint64_t seq, const double *ratio, const double *cpu)
+{
+    unsigned c = ms_auto_pick(a, seq);
+    ms_auto_record(a, c, 1000000, (uint64_t)(1000000 * ratio[c]), c ? 1000000 / cpu[c] : 0);
+    return c;
+}
+
+/* One host, two cores: lz4 on every frame contends for the cores with the
+ * producer and the receiver and delivers far less than a lone explored frame
+ * suggests. auto must learn that from the frames it sent while lz4 (or zstd)
+ * was the decision, settle on none, and not be lured back by exploration;
+ * without that contention, the same measurements keep lz4. */
+static unsigned run_contended(double lz4_busy_rate, unsigned *switches)
+{
+    ms_auto_config cfg = {.workers = 2, .steady_frames = 512};
+    ms_auto *a = ms_auto_new(&cfg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    const double alone[MS_AUTO_NCAND] = {0, 900 * MB, 400 * MB, 150 * MB};
+    const double busy[MS_AUTO_NCAND] = {0, lz4_busy_rate, 100 * MB, 60 * MB};
+    const double ratio[MS_AUTO_NCAND] = {1, 0.42, 0.30, 0.28};
+    unsigned per_none = 0;
+    ms_auto_stats st;
+    for (uint64_t seq = 0; seq < 2000; seq++) {
+        ms_auto_get_stats(a, &st);
+        /* The wire is full only while nothing is compressed on every frame. */
+        ms_auto_link_sample(a, 600 * MB, st.current == MS_AUTO_NONE);
+        unsigned c = ms_auto_pick(a, seq);
+        per_none += c == MS_AUTO_NONE;
+        if (c != MS_AUTO_NONE) {
+            double rate = c == st.current ? busy[c] : alone[c];
+            ms_auto_record(a, c, 1000000, (uint64_t)(1000000 * ratio[c]), 1000000 / rate);
+        } else
+            ms_auto_record(a, c, 1000000, 1000000, 0);
+    }
+    ms_auto_get_stats(a, &st);
+    *switches = (unsigned)st.switches;
+    unsigned current = st.current;
+    ms_auto_free(a);
+    CU_ASSERT(per_none <= 2000);
+    return current == MS_AUTO_NONE ? per_none : 0;
+}
+
+static void test_contention_learned(void)
+{
+    unsigned switches;
+    unsigned none_frames = run_contended(150 * MB, &switches);
+    /* Trials of lz4 and zstd:1 at the start and again each time their
+     * measured rate lapses (every 512 frames), a few frames each; the
+     * explored frames (1 in 32). Everything else goes out as is. */
+    CU_ASSERT(none_frames >= 1800);
+    CU_ASSERT(switches <= 20);
+    /* lz4 keeps 900 MB/s per worker when it is used on every frame: it
+     * doubles the 600 MB/s of the link and stays the decision. */
+    CU_ASSERT_EQUAL(run_contended(900 * MB, &switches), 0);
+}
+
+/* The --json record of the choices: exact bytes per candidate as recorded. */
+static void test_stats_json(void)
+{
+    ms_auto_view truth;
+    ms_auto *a = slow_link_state(4, &truth);
+    for (uint64_t seq = 0; seq < 11; seq++)
+        feed(a, &truth, ms_auto_pick(a, seq));
+    ms_auto_stats st;
+    ms_auto_get_stats(a, &st);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    ms_auto_stats_json(&st, f);
+    fclose(f);
+    /* Frames 0-2 try lz4, zstd:1, zstd:3; then zstd:3 (slow link), with
+     * frames 3 and 7 explored (lz4, then zstd:1) and frame 11 not reached. */
+    CU_ASSERT_STRING_EQUAL(text, "{\"choices\":{\"none\":{\"frames\":0,\"explored\":0,\"in_bytes\":0,\"out_bytes\":0},"
+                                 "\"lz4\":{\"frames\":2,\"explored\":2,\"in_bytes\":2000000,\"out_bytes\":1000000},"
+                                 "\"zstd:1\":{\"frames\":2,\"explored\":2,\"in_bytes\":2000000,\"out_bytes\":760000},"
+                                 "\"zstd:3\":{\"frames\":7,\"explored\":1,\"in_bytes\":7000000,\"out_bytes\":2310000}},"
+                                 "\"switches\":3,\"current\":\"zstd:3\"}");
+    free(text);
+    ms_auto_free(a);
+}
+
+/* A receiver on the same cores: the wire fills at 600 MB/s sending as is,
+ * and compressing does not raise what arrives, since the receiver, not the
+ * link, sets the pace (it delivers `comp_delivers` input bytes/s whatever
+ * the ratio). The workers themselves look fast, so only what each choice
+ * delivered while it was the decision can tell. Each step is a new window
+ * of the sender's wire rate. Returns the frames sent as is. */
+static unsigned run_receiver_bound(double comp_delivers)
+{
+    ms_auto_config cfg = {.workers = 2, .steady_frames = 512};
+    ms_auto *a = ms_auto_new(&cfg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    const double ratio[MS_AUTO_NCAND] = {1, 0.36, 0.30, 0.28};
+    const double cpu[MS_AUTO_NCAND] = {0, 900 * MB, 400 * MB, 150 * MB};
+    unsigned none_frames = 0;
+    for (uint64_t seq = 0; seq < 2000; seq++) {
+        ms_auto_stats st;
+        ms_auto_get_stats(a, &st);
+        double input = st.current == MS_AUTO_NONE ? 600 * MB : comp_delivers;
+        if (st.current == MS_AUTO_ZSTD3 && input > 2 * cpu[MS_AUTO_ZSTD3])
+            input = 2 * cpu[MS_AUTO_ZSTD3];
+        ms_auto_link_sample(a, input * ratio[st.current] * (seq % 2 ? 1.001 : 1.0), true);
+        none_frames += send_frame(a, seq, ratio, cpu) == MS_AUTO_NONE;
+    }
+    ms_auto_free(a);
+    return none_frames;
+}
+
+static void test_receiver_bound(void)
+{
+    /* Compressing delivers half: trials of lz4 and zstd:1, a few windows
+     * each, at the start and when their measurement lapses; else none. */
+    CU_ASSERT(run_receiver_bound(300 * MB) >= 1800);
+    /* A real link of 600 MB/s: lz4 delivers 600 / 0.36 and keeps it. */
+    CU_ASSERT(run_receiver_bound(600 * MB / 0.36) <= 100);
+}
+
+/* Compressibility changes along memory far more than the ratio of one
+ * compressor to another: a candidate explored on compressible data must not
+ * keep that ratio when the data the current choice sees turns
+ * incompressible. Its ratio is kept relative to the current choice's. */
+static void test_ratio_follows_data(void)
+{
+    ms_auto_config cfg = {.workers = 2, .explore_every = 4};
+    ms_auto *a = ms_auto_new(&cfg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    /* A 1 Gbit/s link, lz4 cheap enough to be the choice. */
+    ms_auto_link_sample(a, 125 * MB, true);
+    double ratio[MS_AUTO_NCAND] = {1, 0.40, 0.32, 0.30};
+    const double cpu[MS_AUTO_NCAND] = {0, 900 * MB, 100 * MB, 40 * MB};
+    for (uint64_t seq = 0; seq < 40; seq++) {
+        send_frame(a, seq, ratio, cpu);
+    }
+    ms_auto_stats st;
+    ms_auto_get_stats(a, &st);
+    CU_ASSERT_EQUAL_FATAL(st.current, MS_AUTO_LZ4);
+    ms_auto_view v;
+    ms_auto_get_view(a, &v);
+    CU_ASSERT_DOUBLE_EQUAL(v.ratio[MS_AUTO_ZSTD3], 0.30, 1e-9);
+    /* The data turns nearly incompressible; lz4 sees it at once, zstd:3 is
+     * not explored again yet (frames 40-42 are lz4's). */
+    ratio[MS_AUTO_LZ4] = 0.96;
+    for (uint64_t seq = 40; seq < 43; seq++)
+        ms_auto_record(a, ms_auto_pick(a, seq), 1000000, 960000, 1000000 / cpu[MS_AUTO_LZ4]);
+    ms_auto_get_view(a, &v);
+    double lz4 = v.ratio[MS_AUTO_LZ4];
+    CU_ASSERT(lz4 > 0.7);
+    CU_ASSERT_DOUBLE_EQUAL(v.ratio[MS_AUTO_ZSTD3], lz4 * 0.30 / 0.40, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(v.ratio[MS_AUTO_ZSTD1], lz4 * 0.32 / 0.40, 1e-9);
+    ms_auto_free(a);
+}
+
+/* Sending as is at 600 MB/s: zstd:3, at 150 MB/s per worker, could not keep
+ * up even if it shrank the data to nothing, so it is explored only one turn
+ * in 8 (a slow frame holds up the frames behind it); lz4 every turn. */
+static void test_hopeless_explored_rarely(void)
+{
+    ms_auto_config cfg = {.workers = 2, .explore_every = 4};
+    ms_auto *a = ms_auto_new(&cfg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    const double ratio[MS_AUTO_NCAND] = {1, 0.9, 0.85, 0.8};
+    const double cpu[MS_AUTO_NCAND] = {0, 2000 * MB, 400 * MB, 150 * MB};
+    for (uint64_t seq = 0; seq < 3 + 4 * 48; seq++) {
+        ms_auto_link_sample(a, 600 * MB * (seq % 2 ? 1.001 : 1.0), true);
+        send_frame(a, seq, ratio, cpu);
+    }
+    ms_auto_stats st;
+    ms_auto_get_stats(a, &st);
+    CU_ASSERT_EQUAL(st.current, MS_AUTO_NONE);
+    /* 48 turns, each other candidate every third: lz4 16 (+1 first try);
+     * zstd:3 and zstd:1 (800 MB/s ceiling, not hopeless) as scheduled, but
+     * zstd:3 only on turns divisible by 8. */
+    CU_ASSERT_EQUAL(st.explored[MS_AUTO_LZ4], 17);
+    CU_ASSERT_EQUAL(st.explored[MS_AUTO_ZSTD1], 17);
+    CU_ASSERT_EQUAL(st.explored[MS_AUTO_ZSTD3], 3); /* first try, turns 8 and 32 */
     ms_auto_free(a);
 }
 
@@ -336,6 +524,11 @@ MS_TEST_MAIN(ms_test_add_suite("auto", (ms_test_case[]){
                                            {"exploration and stats", test_exploration_and_stats},
                                            {"link samples", test_link_samples},
                                            {"unknown link", test_unknown_link},
+                                           {"contention learned", test_contention_learned},
+                                           {"receiver-bound link", test_receiver_bound},
+                                           {"ratio follows the data", test_ratio_follows_data},
+                                           {"hopeless candidates explored rarely", test_hopeless_explored_rarely},
+                                           {"stats json", test_stats_json},
                                            {"deterministic", test_deterministic},
                                            {"concrete chains", test_chains},
                                            {"threads", test_threads},
