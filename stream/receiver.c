@@ -685,7 +685,6 @@ static void deliver_loop(rx *r)
 /* ---- run ---------------------------------------------------------------- */
 
 /* Largest page store a sender may ask this receiver to keep. */
-#define MS_RX_MAX_STORE (16ull << 30)
 
 /* The sender's bound wins (the stores must evict alike); a sender that
  * does not say (0) uses the receiver's own setting or the default. */
@@ -722,10 +721,10 @@ static int setup(rx *r, const ms_session_config *cfg, const ms_hello *hello, uns
         .delta_cache_bytes = store_bound(hello->delta_cache_bytes, cfg->delta_cache_bytes),
         .dedup_bytes = store_bound(hello->dedup_bytes, cfg->dedup_bytes),
     };
-    if (pcc.delta_cache_bytes > MS_RX_MAX_STORE || pcc.dedup_bytes > MS_RX_MAX_STORE)
+    if (pcc.delta_cache_bytes > MS_MAX_PAGE_STORE || pcc.dedup_bytes > MS_MAX_PAGE_STORE)
         return ms_error(MS_ERR_LIMIT, "receiver: sender asks for page stores of %llu + %llu bytes; this receiver allows at most %llu each",
                         (unsigned long long)pcc.delta_cache_bytes, (unsigned long long)pcc.dedup_bytes,
-                        (unsigned long long)MS_RX_MAX_STORE);
+                        (unsigned long long)MS_MAX_PAGE_STORE);
     r->pc = ms_page_coder_new(&pcc);
     r->slots = calloc(r->W, sizeof *r->slots);
     r->eof = calloc(nconns, sizeof *r->eof);

@@ -726,6 +726,14 @@ void ms_sender_abort(ms_sender *s, const char *reason)
 
 const ms_stats *ms_sender_stats(const ms_sender *s) { return &s->stats; }
 
+bool ms_sender_auto_stats(const ms_sender *s, ms_auto_stats *out)
+{
+    if (!s->autoc)
+        return false;
+    ms_auto_get_stats(s->autoc, out);
+    return true;
+}
+
 double ms_sender_link_rate(const ms_sender *s)
 {
     pthread_mutex_lock((pthread_mutex_t *)&s->lock);

@@ -267,6 +267,10 @@ void ms_digest_sink_free(ms_digest_sink *d);
 
 /* ======================= pipelines (sender.c, receiver.c) ============== */
 
+/* Largest delta or dedup page store a receiver adopts from a hello: the
+ * sender's choice is the receiver's memory, so it is bounded. */
+#define MS_MAX_PAGE_STORE (16ull << 30)
+
 typedef struct ms_session_config {
     ms_chain chain;
     uint32_t page_size;        /* default MS_PAGE_SIZE */
@@ -275,8 +279,8 @@ typedef struct ms_session_config {
     uint32_t frame_pages;      /* pages per frame when a caller passes more; 0 = 256 */
     uint64_t timeout_ms;       /* peer silence that ends the session; 0 = 10 s */
     uint64_t max_bandwidth;    /* bytes/s on the wire, 0 = unlimited */
-    uint64_t delta_cache_bytes;/* 0 = 64 MiB */
-    uint64_t dedup_bytes;      /* 0 = 64 MiB */
+    uint64_t delta_cache_bytes;/* 0 = 64 MiB; at most MS_MAX_PAGE_STORE */
+    uint64_t dedup_bytes;      /* 0 = 64 MiB; at most MS_MAX_PAGE_STORE */
     const uint8_t *key;        /* MS_KEY_SIZE bytes, or NULL for unsealed */
     bool oneway;               /* no acks (file, record, pipe) */
     ms_conn *record;           /* optional: every frame also written here, in seq order */
@@ -319,6 +323,9 @@ void ms_sender_abort(ms_sender *s, const char *reason);
 const ms_stats *ms_sender_stats(const ms_sender *s);
 /* Measured wire rate (bytes/s, smoothed) for policies and `auto`. */
 double ms_sender_link_rate(const ms_sender *s);
+/* The `auto` chain's choices so far; false (and *out untouched) when the
+ * chain is not auto. */
+bool ms_sender_auto_stats(const ms_sender *s, ms_auto_stats *out);
 void ms_sender_free(ms_sender *s);
 
 typedef struct ms_receiver_config {

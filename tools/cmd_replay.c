@@ -36,7 +36,7 @@ typedef struct replay_opts {
     ms_tool_net net;
     const char *image, *stream, *chain, *to, *record, *listen_addr, *format;
     enum ms_save_kind save_kind; /* not MS_SAVE_UNKNOWN: carry the file as a libxc stream */
-    uint64_t sample_bytes, max_bw, seed;
+    uint64_t sample_bytes, max_bw, seed, delta_cache, dedup_cache;
     unsigned rounds, channels, queue_depth, frame_pages;
     double mutate;
     bool rounds_given, mutate_given;
@@ -83,6 +83,9 @@ static void usage(FILE *f)
             "  -w, --workers N          compression threads per side (default: number of cores)\n"
             "      --queue-depth N      frames in flight per side (default 2 x workers + channels)\n"
             "      --frame-pages N      pages per frame (default 256)\n"
+            "      --delta-cache SIZE   page store of the delta stage per side (default 64M)\n"
+            "      --dedup-cache SIZE   content index of the dedup stage per side (default 64M;\n"
+            "                           the size of the guest finds every duplicate)\n"
             "  -b, --max-bandwidth RATE cap on the wire, bytes/s (100M) or bits (1gbit)\n"
             "      --timeout DUR        peer silence that ends the session (default 10s)\n"
             "Destination:\n"
@@ -143,6 +146,18 @@ static int save_format(replay_opts *o)
     return 0;
 }
 
+/* A page store: at least a MiB (a smaller one holds almost nothing), at most
+ * what a receiver will adopt from the hello. */
+static int store_size(const char *opt, const char *arg, uint64_t *out)
+{
+    int rc = ms_opt_size(CMD, opt, arg, out);
+    if (rc == MS_OK && (*out < (1u << 20) || *out > MS_MAX_PAGE_STORE)) {
+        ms_tool_usage_error(CMD, "%s '%s': expected a store size from 1M to 16G", opt, arg);
+        rc = ms_error(MS_ERR_INVAL, "%s '%s': expected a store size from 1M to 16G", opt, arg);
+    }
+    return rc;
+}
+
 static int parse(int argc, char **argv, replay_opts *o)
 {
     static const struct option opts[] = {
@@ -153,7 +168,8 @@ static int parse(int argc, char **argv, replay_opts *o)
         {"queue-depth", required_argument, NULL, 'Q'}, {"frame-pages", required_argument, NULL, 'F'},
         {"max-bandwidth", required_argument, NULL, 'b'}, {"to", required_argument, NULL, 't'},
         {"record", required_argument, NULL, 'R'},   {"listen-addr", required_argument, NULL, 'L'},
-        {"format", required_argument, NULL, 'Y'},   MS_TOOL_NET_LONGOPTS('X', 'O'),
+        {"format", required_argument, NULL, 'Y'},   {"delta-cache", required_argument, NULL, 'D'},
+        {"dedup-cache", required_argument, NULL, 'U'}, MS_TOOL_NET_LONGOPTS('X', 'O'),
     };
     int c, sources = 0;
     memset(o, 0, sizeof *o);
@@ -184,6 +200,8 @@ static int parse(int argc, char **argv, replay_opts *o)
         case 'R': o->record = optarg; break;
         case 'L': o->listen_addr = optarg; break;
         case 'Y': o->format = optarg; break;
+        case 'D': rc = store_size("--delta-cache", optarg, &o->delta_cache); break;
+        case 'U': rc = store_size("--dedup-cache", optarg, &o->dedup_cache); break;
         case 'h': usage(stdout); return 1;
         default: usage(stderr); return -1;
         }
@@ -716,6 +734,8 @@ typedef struct outcome {
     const ms_stats *rx;
     uint64_t pages;
     const save_run *save; /* a libxc stream / xl save file was carried */
+    bool have_auto;       /* chain auto: what it chose */
+    ms_auto_stats auto_st;
 } outcome;
 
 static void report_json(const replay_opts *o, const source *src, const outcome *out, const char *chain)
@@ -757,6 +777,10 @@ static void report_json(const replay_opts *o, const source *src, const outcome *
             t->wire_bytes ? (double)t->raw_bytes / (double)t->wire_bytes : 0.0, out->tx->cpu_s);
     if (out->rx)
         fprintf(f, ",\"cpu_receiver_s\":%.4f", out->rx->cpu_s);
+    if (out->have_auto) {
+        fputs(",\"auto\":", f);
+        ms_auto_stats_json(&out->auto_st, f);
+    }
     fputs(",\"sender\":", f);
     ms_stats_json(out->tx, f);
     if (out->rx) {
@@ -819,6 +843,8 @@ static ms_session_config session_cfg(const replay_opts *o, ms_conn *record)
         .frame_pages = o->frame_pages,
         .timeout_ms = o->net.timeout_ms,
         .max_bandwidth = o->max_bw,
+        .delta_cache_bytes = o->delta_cache,
+        .dedup_bytes = o->dedup_cache,
         .key = o->net.have_key ? o->net.key : NULL,
         .oneway = o->to && !strcmp(o->to, "-"),
         .record = record,
@@ -1002,6 +1028,7 @@ int cmd_replay(int argc, char **argv)
     out.tx = s ? ms_sender_stats(s) : &empty;
     out.rx = out.local ? &lr.stats : NULL;
     out.acked = rc == MS_OK && s && ms_sender_stats(s)->verified;
+    out.have_auto = s && ms_sender_auto_stats(s, &out.auto_st);
     out.identical = rc == MS_OK && out.local && out.rx_digest == out.src_digest && lr.rc == MS_OK &&
                     (!o.save_kind || (sr.rx_bytes == sr.src_bytes && ms_save_writer_done(sr.writer)));
     if (o.net.json)

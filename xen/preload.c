@@ -54,6 +54,7 @@ typedef struct xcfg {
     bool have_key;
     uint8_t key[MS_KEY_SIZE];
     uint64_t max_bandwidth;
+    uint64_t delta_cache, dedup_cache; /* 0: the stream layer's default */
     uint64_t timeout_ms;
     unsigned workers;
     char peer[256], listen[256];
@@ -75,6 +76,16 @@ static const char *env(const char *name)
 {
     const char *v = getenv(name);
     return v && *v ? v : NULL;
+}
+
+/* A page-store size (delta cache, dedup index): only the sender's counts,
+ * the receiver adopts it from the hello up to MS_MAX_PAGE_STORE. */
+static int store_env(const char *name, uint64_t *out)
+{
+    const char *v = env(name);
+    if (v && (ms_parse_size(v, out) || *out < (1u << 20) || *out > MS_MAX_PAGE_STORE))
+        return ms_error(MS_ERR_INVAL, "%s=%s: a store size from 1M to 16G", name, v);
+    return MS_OK;
 }
 
 #if MS_HAVE_RDMA
@@ -158,6 +169,9 @@ static int parse_cfg(xcfg *c, bool sender)
     }
     if ((v = env("MIGSTREAM_MAX_BANDWIDTH")) && ms_parse_rate(v, &c->max_bandwidth))
         return ms_error(MS_ERR_INVAL, "MIGSTREAM_MAX_BANDWIDTH=%s: a rate such as 100M or 1gbit", v);
+    if ((rc = store_env("MIGSTREAM_DELTA_CACHE", &c->delta_cache)) ||
+        (rc = store_env("MIGSTREAM_DEDUP_CACHE", &c->dedup_cache)))
+        return rc;
     if ((v = env("MIGSTREAM_TIMEOUT")) && ms_parse_duration_ms(v, &c->timeout_ms))
         return ms_error(MS_ERR_INVAL, "MIGSTREAM_TIMEOUT=%s: a duration such as 10s", v);
     ms_policy_config_default(&c->policy);
@@ -191,6 +205,8 @@ static void fill_session(const xcfg *c, ms_session_config *s)
     s->workers = c->workers;
     s->timeout_ms = c->timeout_ms;
     s->max_bandwidth = c->max_bandwidth;
+    s->delta_cache_bytes = c->delta_cache;
+    s->dedup_bytes = c->dedup_cache;
     s->key = c->have_key ? c->key : NULL;
 }
 

@@ -74,6 +74,26 @@ wire=$(echo "$out" | sed -n 's/.*"sender":{[^}]*"total":{[^}]*"wire_bytes":\([0-
     awk -v s="$secs" -v w="$wire" 'BEGIN { exit !(w > 6000000 && s >= 0.9 * w / 20000000) }' && ok ||
     bad "rc=$rc secs=$secs wire=$wire"
 
+step "replay --chain zero,auto --json reports auto's choices"
+out=$(timeout 60 "$M" replay --sample 16M --chain zero,auto --json)
+rc=$?
+autojs=$(echo "$out" | tr -d '\n' | grep -o '"auto":{"choices":.*"current":"[^"]*"}')
+frames=$(echo "$autojs" | grep -o '"frames":[0-9]*' | cut -d: -f2 | awk '{ n += $1 } END { print n + 0 }')
+inb=$(echo "$autojs" | grep -o '"in_bytes":[0-9]*' | cut -d: -f2 | awk '{ n += $1 } END { print n + 0 }')
+plain=$(timeout 60 "$M" replay --sample 1M --chain zero,lz4 --json)
+[ $rc = 0 ] && echo "$out" | grep -q '"identical":true' && [ "$frames" -gt 0 ] && [ "$inb" -gt 0 ] &&
+    ! echo "$plain" | grep -q '"auto":' && ok || bad "rc=$rc frames=$frames in_bytes=$inb auto=${autojs:0:200}"
+
+step "replay --dedup-cache / --delta-cache: sizes used, impossible ones refused"
+out=$(timeout 60 "$M" replay --sample 16M --rounds 2 --chain zero,dedup,delta,lz4 --dedup-cache 256M \
+      --delta-cache 8M --channels 2 --json)
+rc=$?
+err=$("$M" replay --sample 1M --dedup-cache 32G 2>&1 >/dev/null)
+rc2=$?
+[ $rc = 0 ] && echo "$out" | grep -q '"identical":true' && [ $rc2 = 2 ] &&
+    echo "$err" | grep -q "dedup-cache '32G': expected a store size from 1M to 16G" && ok ||
+    bad "rc=$rc rc2=$rc2 err=$err"
+
 # ---- recv + replay --to, record, inspect, replay of the record -----------------
 step "recv <- replay --to with a key: digests agree"
 start_recv --key "$T/key" --out "$T/out.img" --json || bad "recv did not start"

@@ -264,8 +264,11 @@ static void test_inband(void)
         snprintf(restore_img, sizeof(restore_img), "XCDOUBLE_RESTORE_IMAGE=%s", path("inband-restore.img"));
         snprintf(rec, sizeof(rec), "MIGSTREAM_RECORD=%s", path("inband.rec"));
         const char *const plain_env[] = {"XCDOUBLE_PAGES=3000", NULL};
+        /* HVM also with smaller stores than the default: the receiver must
+         * adopt them from the hello, or its caches would fall out of step. */
         const char *const send_env[] = {"XCDOUBLE_PAGES=3000", save_img, rec, "MIGSTREAM_TRANSPORT=inband",
-                                        "MIGSTREAM_CODEC=zero,delta,lz4", "MIGSTREAM_LOG=info", NULL};
+                                        "MIGSTREAM_CODEC=zero,delta,lz4", "MIGSTREAM_LOG=info",
+                                        hvm ? "MIGSTREAM_DELTA_CACHE=4M" : NULL, "MIGSTREAM_DEDUP_CACHE=2M", NULL};
         const char *const recv_env[] = {"XCDOUBLE_PAGES=3000", restore_img, "MIGSTREAM_TRANSPORT=inband", NULL};
         CU_ASSERT(save_to(path("ref.xc"), hvm, false, plain_env));
         CU_ASSERT(save_to(path("inband.wire"), hvm, true, send_env));
@@ -504,6 +507,16 @@ static void test_rdma_sender_refused(void)
 }
 
 /* The receiver learns rdma from the sender's token on libxl's fd. */
+static void test_bad_store_refused(void)
+{
+    if (!have_tools())
+        return;
+    const char *const big[] = {"XCDOUBLE_PAGES=100", "MIGSTREAM_DEDUP_CACHE=64G", NULL};
+    save_refused(big, "MIGSTREAM_DEDUP_CACHE=64G", "a store size from 1M to 16G");
+    const char *const junk[] = {"XCDOUBLE_PAGES=100", "MIGSTREAM_DELTA_CACHE=lots", NULL};
+    save_refused(junk, "MIGSTREAM_DELTA_CACHE=lots", "a store size");
+}
+
 static void test_rdma_receiver_refused(void)
 {
     if (!have_tools() || rdma_device_present())
@@ -560,6 +573,7 @@ MS_TEST_MAIN({
         {"wrong key: save and restore both fail", test_wrong_key_fails_both},
         {"receiver passes a plain libxc stream through", test_plain_sender_passthrough},
         {"bad configuration fails before libxc", test_bad_config_fails_cleanly},
+        {"bad page-store sizes fail before libxc", test_bad_store_refused},
         {"rdma without a device or build: sender refused at once", test_rdma_sender_refused},
         {"rdma without a device or build: receiver refused at once", test_rdma_receiver_refused},
         {NULL, NULL},
