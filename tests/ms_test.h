@@ -6,6 +6,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* A fixed-seed xorshift64: the same "random" sizes and contents on every
+ * run, so a failure reproduces. One sequence per test program. */
+static unsigned long long ms_test_rng_state = 0x9e3779b97f4a7c15ull;
+static inline unsigned long long ms_test_rand(void)
+{
+    ms_test_rng_state ^= ms_test_rng_state << 13;
+    ms_test_rng_state ^= ms_test_rng_state >> 7;
+    ms_test_rng_state ^= ms_test_rng_state << 17;
+    return ms_test_rng_state;
+}
+
 /* Exit code meson treats as "skipped". */
 #define MS_TEST_SKIP 77
 

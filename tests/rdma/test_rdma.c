@@ -32,15 +32,6 @@ static uint8_t pat(uint32_t seed, uint64_t i)
     return (uint8_t)((i * 7u) ^ (i >> 8) * 131u ^ (i >> 19) ^ seed);
 }
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-
 typedef struct acceptor {
     ms_listener *l;
     uint64_t timeout_ms;
@@ -190,8 +181,8 @@ static void bulk(const ms_rdma_options *co, const ms_rdma_options *so, uint64_t 
     /* Filling patterns is slow under emulation and sanitizers; the
      * deadlines are not what these tests are about. */
     cli->timeout_ms = srv->timeout_ms = 120000;
-    flow s1 = {.c = cli, .bytes = bytes, .seed = 11, .rng = 1 + rnd()}, r1 = {.c = srv, .bytes = bytes, .seed = 11, .rng = 1 + rnd()};
-    flow s2 = {.c = srv, .bytes = bytes, .seed = 99, .rng = 1 + rnd()}, r2 = {.c = cli, .bytes = bytes, .seed = 99, .rng = 1 + rnd()};
+    flow s1 = {.c = cli, .bytes = bytes, .seed = 11, .rng = 1 + ms_test_rand()}, r1 = {.c = srv, .bytes = bytes, .seed = 11, .rng = 1 + ms_test_rand()};
+    flow s2 = {.c = srv, .bytes = bytes, .seed = 99, .rng = 1 + ms_test_rand()}, r2 = {.c = cli, .bytes = bytes, .seed = 99, .rng = 1 + ms_test_rand()};
     pthread_t t[4];
     pthread_create(&t[0], NULL, send_main, &s1);
     pthread_create(&t[1], NULL, recv_main, &r1);

@@ -14,15 +14,6 @@
 
 #define CONFIG "{\"c_info\":{\"type\":\"hvm\",\"name\":\"guest\"},\"b_info\":{\"max_memkb\":8192}}"
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-
 static ms_xc_gen_config gen_cfg(uint32_t dom)
 {
     ms_xc_gen_config cfg = {.dom_type = dom, .pages = 600, .rounds = 3, .dirty = 0.1, .batch = 256, .seed = 7,
@@ -157,7 +148,7 @@ static int roundtrip(const uint8_t *in, size_t len, counts *c, ms_buf *out, size
         rc = ms_save_reader_new(&count_cb, c, 5, &r);
     size_t off = 0;
     while (!rc && off < len && !ms_save_reader_done(r)) {
-        size_t n = (rnd() & 1) ? 1 + rnd() % 64 : 1 + rnd() % 65536, used = 0;
+        size_t n = (ms_test_rand() & 1) ? 1 + ms_test_rand() % 64 : 1 + ms_test_rand() % 65536, used = 0;
         if (n > len - off)
             n = len - off;
         rc = ms_save_reader_push(r, in + off, n, &used);
