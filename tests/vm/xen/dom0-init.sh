@@ -6,7 +6,8 @@
 #   MS-RESULT step=<step> key=value ...
 # and finally "MS-LANE: END". Files for the host (xl logs, migstream logs,
 # the MIGSTREAM_RECORD capture, console logs, results.txt) go as a tar
-# archive onto the raw virtio disk /dev/vda.
+# archive onto the raw virtio disk /dev/vda (and the plain `xl save` file
+# raw onto /dev/vdb).
 #
 # Every process spawned in this dom0 is slow (a fork+exec costs ~0.5 s
 # under TCG on a busy host) and short-lived busybox processes are where the
@@ -346,8 +347,14 @@ saverestore() {
   rrc=$?
   t2=$(now_ms)
   # The plain save file goes to the host, which inspects and replays it (a
-  # real `xl save` file for migstream's xl/libxl/libxc reader).
-  if [ $step = save-plain ] && [ -n "$MS_PRELOAD" ]; then mv $f $out/save-plain.save; else rm -f $f; fi
+  # real `xl save` file for migstream's xl/libxl/libxc reader): raw onto
+  # the second disk, as dom0's RAM is short, its length in the results.
+  if [ $step = save-plain ] && [ -n "$MS_PRELOAD" ] && cat $f >/dev/vdb 2>/tmp/vdb.err && sync; then
+    wc -c <$f >$out/save-plain.size
+  elif [ $step = save-plain ]; then
+    say "save file not copied out: $(cat /tmp/vdb.err 2>/dev/null)"
+  fi
+  rm -f $f
   d1=$(xl domid $g 2>/dev/null)
   wait_counter $g $((c0 + 5)) 60 && running=yes || running=no
   c1=$(counter $g)

@@ -236,13 +236,14 @@ MS_STRESS_N=${MS_STRESS_N:-200}
 MS_CAPTURE_BASELINE=1
 EOF
   (cd "$rootfs" && find . | cpio -o -H newc --quiet) >"$work/dom0.cpio" || fail_setup "cpio (dom0)"
-  rm -f "$disk"
+  rm -f "$disk" "$disk.save"
   truncate -s 1G "$disk"
+  truncate -s 512M "$disk.save"
   log "attempt $attempt: dom0 initrd $(du -h "$work/dom0.cpio" | cut -f1), steps: $st"
   : >"$logf"
   timeout --kill-after=10 "$budget" qemu-system-x86_64 -accel "${MS_QEMU_ACCEL:-tcg}" -nographic -no-reboot -m 2048 -smp 2 \
     -cpu "${MS_QEMU_CPU:-max,-fsgsbase,-avx,-avx2,-fma,-f16c,-vaes,-vpclmulqdq,-avx-vnni}" -monitor none -serial stdio -net none \
-    -drive "file=$disk,format=raw,if=virtio" \
+    -drive "file=$disk,format=raw,if=virtio" -drive "file=$disk.save,format=raw,if=virtio" \
     -kernel "$work/xen" -append "$xen_cmdline" \
     -initrd "$vmlinuz console=hvc0 earlyprintk=xen rdinit=/init,$work/dom0.cpio" \
     </dev/null >"$logf" 2>&1 &
@@ -290,6 +291,12 @@ verdicts() {
 extract() { # ATTEMPT DISK
   mkdir -p "$art/attempt$1"
   tar -xf "$2" -C "$art/attempt$1" 2>/dev/null || log "attempt $1: no results archive on the disk"
+  # The plain save file went raw onto the second disk (dom0's RAM cannot
+  # hold it next to the record capture); its length is in save-plain.size.
+  local n
+  n=$(cat "$art/attempt$1/save-plain.size" 2>/dev/null) &&
+    head -c "$n" "$2.save" >"$art/attempt$1/save-plain.save"
+  rm -f "$2.save"
 }
 
 # ---- attempt 1, and a retry of what failed ------------------------------------------------
