@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "xen/xen.h"
+#include "xen/xen_int.h"
 
 /* libxc streams of x86 hosts are little-endian (big-endian ones are
  * refused), so pfn lists are used in place as uint64_t arrays. */
@@ -575,32 +575,40 @@ int ms_xc_reader_finish(ms_xc_reader *r)
     }
 }
 
-int ms_xc_reader_pump_fd(ms_xc_reader *r, int fd)
+int ms_xc_pump_fd(int fd, const char *who, const ms_xc_feed_ops *ops, void *r)
 {
     enum { CHUNK = 1 << 20 };
     uint8_t *buf = malloc(CHUNK);
     int rc = MS_OK;
     if (!buf)
-        return ms_error(MS_ERR_NOMEM, "libxc reader: no read buffer");
-    while (!ms_xc_reader_done(r)) {
-        size_t want = ms_xc_reader_want(r);
-        if (want > CHUNK)
-            want = CHUNK;
-        ssize_t got = read(fd, buf, want);
+        return ms_error(MS_ERR_NOMEM, "%s: no read buffer", who);
+    while (!ops->done(r)) {
+        size_t want = ops->want(r);
+        ssize_t got = read(fd, buf, want > CHUNK ? CHUNK : want);
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0) {
-            rc = ms_error(MS_ERR_IO, "libxc reader: read: %s", strerror(errno));
+            rc = ms_error(MS_ERR_IO, "%s: read: %s", who, strerror(errno));
             break;
         }
         if (got == 0) {
-            rc = ms_xc_reader_finish(r);
+            rc = ops->finish(r);
             break;
         }
-        rc = ms_xc_reader_push(r, buf, (size_t)got, NULL);
-        if (rc)
+        if ((rc = ops->push(r, buf, (size_t)got)) != MS_OK)
             break;
     }
     free(buf);
     return rc;
+}
+
+static size_t xc_want(void *r) { return ms_xc_reader_want(r); }
+static int xc_push(void *r, const uint8_t *p, size_t n) { return ms_xc_reader_push(r, p, n, NULL); }
+static bool xc_done(void *r) { return ms_xc_reader_done(r); }
+static int xc_finish(void *r) { return ms_xc_reader_finish(r); }
+
+int ms_xc_reader_pump_fd(ms_xc_reader *r, int fd)
+{
+    static const ms_xc_feed_ops ops = {xc_want, xc_push, xc_done, xc_finish};
+    return ms_xc_pump_fd(fd, "libxc reader", &ops, r);
 }

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "xen/xen.h"
+#include "xen/xen_int.h"
 
 enum cstate {
     C_DETECT,     /* gathering the first 12 bytes */
@@ -578,31 +578,15 @@ int ms_save_reader_finish(ms_save_reader *r) { return ctr_finish(&r->c); }
 uint64_t ms_save_reader_offset(const ms_save_reader *r) { return r->c.off; }
 enum ms_save_kind ms_save_reader_kind(const ms_save_reader *r) { return r->c.kind; }
 
+static size_t sr_want(void *r) { return ms_save_reader_want(r); }
+static int sr_push(void *r, const uint8_t *p, size_t n) { return ms_save_reader_push(r, p, n, NULL); }
+static bool sr_done(void *r) { return ms_save_reader_done(r); }
+static int sr_finish(void *r) { return ms_save_reader_finish(r); }
+
 int ms_save_reader_pump_fd(ms_save_reader *r, int fd)
 {
-    enum { CHUNK = 1 << 20 };
-    uint8_t *buf = malloc(CHUNK);
-    int rc = MS_OK;
-    if (!buf)
-        return ms_error(MS_ERR_NOMEM, "save reader: no read buffer");
-    while (!ms_save_reader_done(r)) {
-        size_t want = ms_save_reader_want(r);
-        ssize_t got = read(fd, buf, want > CHUNK ? CHUNK : want);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            rc = ms_error(MS_ERR_IO, "save reader: read: %s", strerror(errno));
-            break;
-        }
-        if (got == 0) {
-            rc = ms_save_reader_finish(r);
-            break;
-        }
-        if ((rc = ms_save_reader_push(r, buf, (size_t)got, NULL)) != MS_OK)
-            break;
-    }
-    free(buf);
-    return rc;
+    static const ms_xc_feed_ops ops = {sr_want, sr_push, sr_done, sr_finish};
+    return ms_xc_pump_fd(fd, "save reader", &ops, r);
 }
 
 /* ---- writer ------------------------------------------------------------------ */

@@ -17,6 +17,21 @@ typedef struct scan_ctx {
     bool seen_overflow;
 } scan_ctx;
 
+/* One record (libxc and libxl records share the 8-byte header and the
+ * padding rule) into per-type counts, or the optional ones past the table. */
+static void tally(uint32_t type, uint32_t length, uint32_t ntypes, uint64_t *count, uint64_t *bytes,
+                  uint64_t *opt_count, uint64_t *opt_bytes)
+{
+    uint64_t size = MS_XC_RHDR_SIZE + (uint64_t)ms_xc_padded(length);
+    if (type < ntypes) {
+        count[type]++;
+        bytes[type] += size;
+    } else {
+        ++*opt_count;
+        *opt_bytes += size;
+    }
+}
+
 static int on_header(void *ctx, const ms_xc_header *h)
 {
     ((scan_ctx *)ctx)->st->hdr = *h;
@@ -26,15 +41,9 @@ static int on_header(void *ctx, const ms_xc_header *h)
 static int on_record(void *ctx, const ms_xc_record *rec)
 {
     ms_xc_stats *st = ((scan_ctx *)ctx)->st;
-    uint64_t bytes = MS_XC_RHDR_SIZE + (uint64_t)ms_xc_padded(rec->length);
     st->records++;
-    if (rec->type < MS_XC_REC_TYPE_COUNT) {
-        st->rec_count[rec->type]++;
-        st->rec_bytes[rec->type] += bytes;
-    } else {
-        st->optional_records++;
-        st->optional_bytes += bytes;
-    }
+    tally(rec->type, rec->length, MS_XC_REC_TYPE_COUNT, st->rec_count, st->rec_bytes, &st->optional_records,
+          &st->optional_bytes);
     if (rec->type == MS_XC_REC_END)
         st->bytes = rec->offset + MS_XC_RHDR_SIZE;
     if (rec->type != MS_XC_REC_PAGE_DATA)
@@ -175,15 +184,9 @@ static int on_libxl_header(void *ctx, const ms_libxl_header *h)
 static int on_libxl_record(void *ctx, const ms_libxl_record *rec)
 {
     ms_save_stats *ss = ((scan_ctx *)ctx)->ss;
-    uint64_t bytes = MS_XC_RHDR_SIZE + (uint64_t)ms_xc_padded(rec->length);
     ss->libxl_records++;
-    if (rec->type < MS_LIBXL_REC_TYPE_COUNT) {
-        ss->libxl_count[rec->type]++;
-        ss->libxl_bytes[rec->type] += bytes;
-    } else {
-        ss->libxl_optional_records++;
-        ss->libxl_optional_bytes += bytes;
-    }
+    tally(rec->type, rec->length, MS_LIBXL_REC_TYPE_COUNT, ss->libxl_count, ss->libxl_bytes,
+          &ss->libxl_optional_records, &ss->libxl_optional_bytes);
     if (rec->type == MS_LIBXL_REC_LIBXC_CONTEXT)
         ss->libxc_offset = rec->offset + MS_XC_RHDR_SIZE;
     return MS_OK;
