@@ -422,3 +422,14 @@ int ms_handshake_server_finish(ms_conn *c, const ms_hello *peer, const ms_hello 
         return sent;
     return two_way_keys(c, me.role, psk, transcript, keys);
 }
+
+bool ms_page_store_ok(uint64_t bytes) { return bytes >= MS_MIN_PAGE_STORE && bytes <= MS_MAX_PAGE_STORE; }
+
+int ms_page_store_parse(const char *text, uint64_t *out)
+{
+    uint64_t v;
+    if (!text || ms_parse_size(text, &v) || !ms_page_store_ok(v))
+        return ms_error(MS_ERR_INVAL, "expected a store size from 1M to 16G");
+    *out = v;
+    return MS_OK;
+}

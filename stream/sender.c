@@ -1126,6 +1126,12 @@ static int check_config(const ms_session_config *cfg, unsigned nconns, size_t pa
     if (frame_pages > MS_MAX_FRAME_PAGES || (uint64_t)frame_pages * page_size > MS_MAX_FRAME_PAGES * 4096ull)
         return ms_error(MS_ERR_INVAL, "sender: %u pages of %zu bytes per frame exceed the %u KiB frame limit",
                         frame_pages, page_size, MS_MAX_FRAME_PAGES * 4);
+    /* The receiver adopts these from the hello and refuses what it cannot
+     * hold: refuse them here, before any connection is made. */
+    if ((cfg->delta_cache_bytes && !ms_page_store_ok(cfg->delta_cache_bytes)) ||
+        (cfg->dedup_bytes && !ms_page_store_ok(cfg->dedup_bytes)))
+        return ms_error(MS_ERR_INVAL, "sender: page stores of %llu / %llu bytes (delta / dedup) outside 1 MiB..16 GiB",
+                        (unsigned long long)cfg->delta_cache_bytes, (unsigned long long)cfg->dedup_bytes);
     return MS_OK;
 }
 

@@ -270,6 +270,11 @@ void ms_digest_sink_free(ms_digest_sink *d);
 /* Largest delta or dedup page store a receiver adopts from a hello: the
  * sender's choice is the receiver's memory, so it is bounded. */
 #define MS_MAX_PAGE_STORE (16ull << 30)
+#define MS_MIN_PAGE_STORE (1ull << 20) /* smaller holds almost nothing */
+/* A page-store size as a user writes it ("64M", "1G"), within
+ * MS_MIN_PAGE_STORE..MS_MAX_PAGE_STORE; MS_ERR_INVAL names the range. */
+int ms_page_store_parse(const char *text, uint64_t *out);
+bool ms_page_store_ok(uint64_t bytes);
 
 typedef struct ms_session_config {
     ms_chain chain;

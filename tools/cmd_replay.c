@@ -146,15 +146,11 @@ static int save_format(replay_opts *o)
     return 0;
 }
 
-/* A page store: at least a MiB (a smaller one holds almost nothing), at most
- * what a receiver will adopt from the hello. */
 static int store_size(const char *opt, const char *arg, uint64_t *out)
 {
-    int rc = ms_opt_size(CMD, opt, arg, out);
-    if (rc == MS_OK && (*out < (1u << 20) || *out > MS_MAX_PAGE_STORE)) {
-        ms_tool_usage_error(CMD, "%s '%s': expected a store size from 1M to 16G", opt, arg);
-        rc = ms_error(MS_ERR_INVAL, "%s '%s': expected a store size from 1M to 16G", opt, arg);
-    }
+    int rc = ms_page_store_parse(arg, out);
+    if (rc < 0)
+        ms_tool_usage_error(CMD, "%s '%s': %s", opt, arg ? arg : "", ms_last_error());
     return rc;
 }
 

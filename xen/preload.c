@@ -83,9 +83,8 @@ static const char *env(const char *name)
 static int store_env(const char *name, uint64_t *out)
 {
     const char *v = env(name);
-    if (v && (ms_parse_size(v, out) || *out < (1u << 20) || *out > MS_MAX_PAGE_STORE))
-        return ms_error(MS_ERR_INVAL, "%s=%s: a store size from 1M to 16G", name, v);
-    return MS_OK;
+    int rc = v ? ms_page_store_parse(v, out) : MS_OK;
+    return rc < 0 ? ms_error_wrap(rc, "%s=%s", name, v) : MS_OK;
 }
 
 #if MS_HAVE_RDMA

@@ -257,6 +257,22 @@ static void test_pfns_limits(void)
 }
 
 /* Every proper prefix of an encoded list is reported as truncated. */
+static void test_page_store_sizes(void)
+{
+    uint64_t v = 0;
+    CU_ASSERT_EQUAL(ms_page_store_parse("1M", &v), MS_OK);
+    CU_ASSERT_EQUAL(v, 1ull << 20);
+    CU_ASSERT_EQUAL(ms_page_store_parse("16G", &v), MS_OK);
+    CU_ASSERT_EQUAL(v, MS_MAX_PAGE_STORE);
+    v = 7;
+    CU_ASSERT_EQUAL(ms_page_store_parse("1023K", &v), MS_ERR_INVAL);
+    CU_ASSERT_EQUAL(ms_page_store_parse("17G", &v), MS_ERR_INVAL);
+    CU_ASSERT_EQUAL(ms_page_store_parse("lots", &v), MS_ERR_INVAL);
+    CU_ASSERT_EQUAL(ms_page_store_parse(NULL, &v), MS_ERR_INVAL);
+    CU_ASSERT_EQUAL(v, 7); /* untouched on error */
+    CU_ASSERT(strstr(ms_last_error(), "from 1M to 16G") != NULL);
+}
+
 static void test_pfns_truncation(void)
 {
     uint64_t pfns[] = {7, MS_PFN_LIMIT - 1, 0, 123456789, 123456790};
@@ -284,6 +300,7 @@ static const ms_test_case wire_tests[] = {
     {"pfn list round trip (asc, desc, 2^52-1)", test_pfns_roundtrip},
     {"pfn list range and overflow refused", test_pfns_limits},
     {"pfn list truncation at every length", test_pfns_truncation},
+    {"page-store sizes: 1M..16G, others refused", test_page_store_sizes},
     {NULL, NULL},
 };
 
