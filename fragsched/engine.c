@@ -86,6 +86,7 @@ typedef struct loop_state {
     uint32_t fp, wpf;
     bool sync;       /* the policy wants bitmap reads within a round */
     double t0, t_read, interval;
+    double t_sample; /* time of the previous bitmap read, for ms_sched_sample */
     uint32_t round;
     uint32_t syncs;
 } loop_state;
@@ -103,10 +104,23 @@ static void or_into(uint64_t *dst, const uint64_t *src, size_t nwords)
         dst[w] |= src[w];
 }
 
+/* One live bitmap read into ls->tmp; the policy also learns how many
+ * pages were written over how long, its finest view of the workload's
+ * phases (a round is too coarse to see stress-ng's quiet verify passes). */
+static int read_live(ms_page_source *src, const ms_engine_loop_opts *o, loop_state *ls, double now)
+{
+    int rc = read_dirty(src, ls->tmp, ls->nwords, ls->cap, &ls->known, o, now - ls->t0);
+    if (rc)
+        return rc;
+    ms_sched_sample(ls->s, ms_bitmap_count(ls->tmp, ls->known), now - ls->t_sample);
+    ls->t_sample = now;
+    return MS_OK;
+}
+
 static int sync_within_round(ms_page_source *src, const ms_engine_loop_opts *o, ms_engine_backend *b,
                              loop_state *ls, const uint32_t *rest, uint32_t nrest)
 {
-    int rc = read_dirty(src, ls->tmp, ls->nwords, ls->cap, &ls->known, o, b->now(b->ctx) - ls->t0);
+    int rc = read_live(src, o, ls, b->now(b->ctx));
     if (rc)
         return rc;
     for (uint32_t i = 0; i < nrest; i++) {
@@ -196,7 +210,7 @@ static int live_rounds(ms_page_source *src, const ms_engine_loop_opts *o, ms_eng
         double t_now = b->now(b->ctx);
         ls->interval = t_now - ls->t_read; /* what the bitmap covers */
         ls->t_read = t_now;
-        if ((rc = read_dirty(src, ls->tmp, ls->nwords, ls->cap, &ls->known, o, ls->t_read - ls->t0)))
+        if ((rc = read_live(src, o, ls, ls->t_read)))
             return rc;
         or_into(ls->next, ls->tmp, ls->nwords);
         uint64_t *t = ls->bm;
@@ -292,7 +306,7 @@ int ms_engine_loop(ms_page_source *src, const ms_engine_loop_opts *o, ms_engine_
         ms_error_wrap(rc, "%s: start dirty tracking", src->desc);
         goto out;
     }
-    ls.t0 = ls.t_read = b->now(b->ctx);
+    ls.t0 = ls.t_read = ls.t_sample = b->now(b->ctx);
     mark_new_pages(ls.bm, 0, src->npages);
     ls.known = src->npages;
     rc = live_rounds(src, o, b, &ls, rep);

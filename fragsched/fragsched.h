@@ -146,6 +146,12 @@ typedef struct ms_policy_ops {
      * `v` is the view the round was planned with. May be NULL. */
     int (*sent)(void *state, const ms_round_view *v, const ms_round_done *d, char *reason);
     void (*destroy)(void *state);
+    /* Optional: after every live bitmap read, between rounds and within
+     * them, how many distinct pages were written over how long, and the
+     * page rate measured so far (0 before the first round is done). Finer
+     * than rounds, it shows a workload's phases (fragmented:
+     * docs/fragsched.md, "Quiet phases"). NULL: not wanted. */
+    void (*sample)(void *state, uint64_t written, double interval_s, double page_rate);
     /* Read the dirty bitmap within a round too, so a page written before
      * its turn in the round is not sent again in the next one (the engine
      * does this; Xen's loop and QEMU's do not, so the baselines say no). */
@@ -194,6 +200,9 @@ int ms_sched_plan(ms_sched *s, uint32_t round, uint64_t *bitmap, double interval
 /* Report the live round just sent (same round number). Returns
  * MS_DECIDE_CONTINUE or MS_DECIDE_STOP_AFTER (pause now), or an error. */
 int ms_sched_sent(ms_sched *s, const ms_round_done *d);
+/* The engine, after each live bitmap read: `written` distinct pages were
+ * written over the last `interval_s` seconds (passed to the policy). */
+void ms_sched_sample(ms_sched *s, uint64_t written, double interval_s);
 /* Final round: OR every pending page into `bitmap` (the final dirty
  * bitmap read after the pause), clear the pending set, and return the
  * number of pages to send. */

@@ -38,13 +38,23 @@ typedef struct cand {
     bool was_deferred;
 } cand;
 
+/* A bitmap read that found almost nothing written: at most this share of
+ * memory, over at least QUIET_MIN_S, and (once it is known) at most
+ * QUIET_RATE_SHARE of the page rate. One such read shows that the workload
+ * has quiet phases (docs/fragsched.md, "Quiet phases"). */
+#define QUIET_MEMORY_SHARE 0.001
+#define QUIET_RATE_SHARE 0.02
+#define QUIET_MIN_S 0.02
+
 typedef struct frag_policy {
     ms_policy_config cfg;
+    uint64_t npages;
     uint32_t nfrag;
     frag_state *fs;
     cand *cands;
     uint64_t prev_outstanding;
     unsigned stall;
+    uint64_t quiet_reads; /* bitmap reads that found a quiet phase */
 } frag_policy;
 
 static void frag_destroy(void *state)
@@ -65,6 +75,7 @@ static int frag_create(const ms_policy_config *cfg, uint64_t npages, uint32_t pa
     if (!p)
         return ms_error(MS_ERR_NOMEM, "fragmented policy: out of memory");
     p->cfg = *cfg;
+    p->npages = npages;
     p->nfrag = (uint32_t)((npages + cfg->fragment_pages - 1) / cfg->fragment_pages);
     p->fs = calloc(p->nfrag, sizeof(*p->fs));
     p->cands = calloc(p->nfrag, sizeof(*p->cands));
@@ -195,7 +206,28 @@ static void cold_first(frag_policy *p, const ms_round_view *v, const uint8_t *de
             order[k++] = f;
 }
 
+static void frag_sample(void *state, uint64_t written, double interval_s, double page_rate)
+{
+    frag_policy *p = state;
+    if (interval_s < QUIET_MIN_S || (double)written > QUIET_MEMORY_SHARE * (double)p->npages)
+        return;
+    if (page_rate > 0 && (double)written > QUIET_RATE_SHARE * page_rate * interval_s)
+        return;
+    p->quiet_reads++;
+}
+
 enum stop_cause { GO_ON, STOP_FITS, STOP_STALLED, STOP_MAX_ROUNDS };
+
+/* A stall on a workload that has been seen quiet (stress-ng between its
+ * write passes) is a phase, not a steady state: a round that falls into a
+ * quiet phase sends what is outstanding for good, and the next bitmap then
+ * fits the target. So keep going, as Xen's precopy would, but never for
+ * more live rounds than Xen's five. A workload never seen quiet (a steady
+ * sweep, hot-spot writes) pauses at the stall as before. */
+static bool wait_for_quiet(const frag_policy *p, const ms_round_view *v)
+{
+    return p->quiet_reads && v->round < MS_XEN_SPP_MAX_ITERATIONS;
+}
 
 /* Why the policy wants to stop now (GO_ON: it does not). STOP_FITS: all
  * that is outstanding fits the downtime target. */
@@ -209,8 +241,13 @@ static enum stop_cause stop_cause(frag_policy *p, const ms_round_view *v, uint64
     p->prev_outstanding = outstanding;
     if (est_s <= p->cfg.downtime_ms / 1000.0)
         return STOP_FITS;
-    if (p->stall >= p->cfg.stall_rounds)
-        return STOP_STALLED;
+    if (p->stall >= p->cfg.stall_rounds) {
+        if (!wait_for_quiet(p, v))
+            return STOP_STALLED;
+        ms_log(MS_LOG_DEBUG, "fragmented round %u: no progress (%llu pages outstanding), but the "
+               "workload has quiet phases (%llu quiet reads): going on", v->round,
+               (unsigned long long)outstanding, (unsigned long long)p->quiet_reads);
+    }
     if (v->round >= p->cfg.max_rounds)
         return STOP_MAX_ROUNDS;
     return GO_ON;
@@ -330,5 +367,6 @@ const ms_policy_ops ms_policy_fragmented = {
     .plan = frag_plan,
     .sent = NULL,
     .destroy = frag_destroy,
+    .sample = frag_sample,
     .sync_in_round = true,
 };

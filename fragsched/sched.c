@@ -376,6 +376,12 @@ int ms_sched_sent(ms_sched *s, const ms_round_done *d)
 
 void ms_sched_note_round(ms_sched *s, const ms_round_done *d) { update_rates(s, d); }
 
+void ms_sched_sample(ms_sched *s, uint64_t written, double interval_s)
+{
+    if (s->ops->sample && interval_s > 0)
+        s->ops->sample(s->state, written, interval_s, s->page_rate);
+}
+
 uint64_t ms_sched_final(ms_sched *s, uint64_t *bm)
 {
     mask_tail(s, bm);

@@ -576,6 +576,60 @@ static void test_fragmented_saturation_jump(void)
     ms_sched_free(s);
 }
 
+/* The stall of test_fragmented_budget_and_stall (16 fragments rewritten
+ * every round), with the bitmap reads of `quiet` telling the policy about
+ * the workload: after round 0 one read of 0.1 s found `quiet_pages` pages
+ * written. From round `calm` on (UINT32_MAX: never) the workload is quiet
+ * for whole rounds: nothing is written. Returns the round it stopped in. */
+static uint32_t phased_stop(uint64_t quiet_pages, double quiet_s, uint32_t calm, ms_sched_round *pr)
+{
+    size_t nw;
+    uint64_t *bm;
+    ms_sched *s = fragmented_64_frags(&bm, &nw);
+    uint32_t round = 0;
+    for (;; round++) {
+        CU_ASSERT_EQUAL_FATAL(ms_sched_plan(s, round, bm, 0.25, 0.25 * round, pr), MS_OK);
+        if (pr->decision != MS_DECIDE_CONTINUE || round == 30)
+            break;
+        ms_round_done d = {.round = round, .pages = pr->send_pages,
+                           .raw_bytes = pr->send_pages * 4096, .time_s = pr->send_pages / 32768.0};
+        CU_ASSERT_EQUAL(ms_sched_sent(s, &d), MS_DECIDE_CONTINUE);
+        ms_sched_sample(s, 8192, 0.2); /* a busy read: never quiet */
+        if (round == 0)
+            ms_sched_sample(s, quiet_pages, quiet_s);
+        memset(bm, 0, nw * 8);
+        for (uint64_t p = 0; p < (round + 1 >= calm ? 0u : 16u) * 512; p++)
+            ms_bit_set(bm, p);
+    }
+    free(bm);
+    ms_sched_free(s);
+    return round;
+}
+
+/* A workload seen quiet once (stress-ng between write passes) stalls: the
+ * policy goes on instead of pausing with everything, like Xen for at most
+ * five live rounds, and stops as soon as a round falls into a quiet phase.
+ * Reads that are busy, or too short to tell, change nothing. */
+static void test_fragmented_quiet_phases(void)
+{
+    ms_sched_round pr;
+    /* never calm: the stall rule waits out Xen's five rounds, then pauses */
+    CU_ASSERT_EQUAL(phased_stop(2, 0.1, UINT32_MAX, &pr), 5);
+    CU_ASSERT_EQUAL(pr.decision, MS_DECIDE_STOP_NOW);
+    CU_ASSERT(strstr(pr.reason, "no progress") != NULL);
+    /* calm from round 3: the quiet round's bitmap fits the target */
+    CU_ASSERT_EQUAL(phased_stop(2, 0.1, 3, &pr), 3);
+    CU_ASSERT_NOT_EQUAL(pr.decision, MS_DECIDE_CONTINUE);
+    CU_ASSERT(strstr(pr.reason, "<= target") != NULL);
+    /* never seen quiet: pause at the first stall, as before */
+    CU_ASSERT_EQUAL(phased_stop(8192, 0.1, 3, &pr), 2);
+    CU_ASSERT(strstr(pr.reason, "no progress") != NULL);
+    /* 40 pages are 0.12% of memory: not quiet */
+    CU_ASSERT_EQUAL(phased_stop(40, 0.1, 3, &pr), 2);
+    /* a read over 10 ms is too short to call a phase quiet */
+    CU_ASSERT_EQUAL(phased_stop(0, 0.01, 3, &pr), 2);
+}
+
 static void test_fragmented_slow_round(void) { slow_round(false); }
 static void test_fragmented_slow_round_hold(void) { slow_round(true); }
 
@@ -672,6 +726,8 @@ MS_TEST_MAIN({
          test_fragmented_slow_round},
         {"fragmented: the same with hold_on_stop", test_fragmented_slow_round_hold},
         {"fragmented: stall as memory saturates, pause now", test_fragmented_saturation_jump},
+        {"fragmented: a workload with quiet phases is waited for, at most Xen's 5 rounds",
+         test_fragmented_quiet_phases},
         {"downtime policy: limit and max iterations", test_downtime_policy},
         {"bad policy configurations refused", test_bad_config},
         {"bits past the last page ignored", test_tail_masked},
