@@ -71,17 +71,6 @@ static void usage(FILE *f)
         "  --quiet               no per-round progress lines\n");
 }
 
-static int parse_uint(const char *opt, const char *s, unsigned lo, unsigned hi, unsigned *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi)
-        return ms_error(MS_ERR_INVAL, "%s: '%s' is not a number in %u..%u", opt, s, lo, hi);
-    *out = (unsigned)v;
-    return MS_OK;
-}
-
 enum {
     OPT_POLICY = 1000, OPT_PID, OPT_TO, OPT_CHAIN, OPT_CHANNELS, OPT_WORKERS, OPT_BW,
     OPT_ROUNDS, OPT_KEY, OPT_WARMUP, OPT_CMDOUT, OPT_MAXMEM, OPT_AFTER, OPT_TRACE,
@@ -128,22 +117,22 @@ static int parse_one(void *ctx, int c, const char *v)
     switch (c) {
     case OPT_POLICY: return ms_tool_parse_policies(v, a->policies, &a->npolicies);
     case OPT_PID:
-        if ((rc = parse_uint("--pid", v, 1, 1u << 30, &n)))
+        if ((rc = ms_tool_uint("--pid", v, 1, 1u << 30, &n)))
             return rc;
         a->pid = (int)n;
         return MS_OK;
     case OPT_CHILDREN: children_flag = true; return MS_OK;
     case OPT_TO: a->cfg.to = v; return MS_OK;
     case OPT_CHAIN: return ms_chain_parse(v, &a->cfg.session.chain);
-    case OPT_CHANNELS: return parse_uint("--channels", v, 1, MS_HELLO_MAX_CHANNELS, &a->cfg.channels);
-    case OPT_WORKERS: return parse_uint("--workers", v, 1, 256, &a->cfg.session.workers);
+    case OPT_CHANNELS: return ms_tool_uint("--channels", v, 1, MS_HELLO_MAX_CHANNELS, &a->cfg.channels);
+    case OPT_WORKERS: return ms_tool_uint("--workers", v, 1, 256, &a->cfg.session.workers);
     case OPT_BW:
         if (ms_parse_rate(v, &a->cfg.session.max_bandwidth))
             return ms_error(MS_ERR_INVAL, "--max-bandwidth: bad rate '%s'", v);
         return MS_OK;
     case MS_TOOL_OPT_DOWNTIME:
     case MS_TOOL_OPT_FRAGMENT_SIZE: return ms_tool_policy_option(c, v, &a->cfg.policy_cfg);
-    case OPT_ROUNDS: return parse_uint("--max-rounds", v, 1, 100000, &a->cfg.policy_cfg.max_rounds);
+    case OPT_ROUNDS: return ms_tool_uint("--max-rounds", v, 1, 100000, &a->cfg.policy_cfg.max_rounds);
     case OPT_KEY:
         if ((rc = ms_key_load(v, key_buf)))
             return rc;

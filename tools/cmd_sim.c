@@ -108,10 +108,7 @@ static int parse_one(void *ctx, int c, const char *v)
     case MS_TOOL_OPT_DOWNTIME:
     case MS_TOOL_OPT_FRAGMENT_SIZE: return ms_tool_policy_option(c, v, &a->pcfg);
     case O_ROUNDS:
-        if ((rc = ms_tool_number("--max-rounds", v, 1, 100000, &d)))
-            return rc;
-        a->pcfg.max_rounds = (unsigned)d;
-        return MS_OK;
+        return ms_tool_uint("--max-rounds", v, 1, 100000, &a->pcfg.max_rounds);
     case O_SEED:
         if ((rc = ms_tool_number("--seed", v, 0, 1e18, &d)))
             return rc;

@@ -434,6 +434,18 @@ int ms_tool_number(const char *opt, const char *s, double lo, double hi, double 
     return MS_OK;
 }
 
+int ms_tool_uint(const char *opt, const char *s, unsigned lo, unsigned hi, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    /* strtoul accepts "-1" as ULONG_MAX: only digits may start it */
+    if (errno || *end || end == s || *s < '0' || *s > '9' || v < lo || v > hi)
+        return ms_error(MS_ERR_INVAL, "%s: '%s' is not a whole number in %u..%u", opt, s, lo, hi);
+    *out = (unsigned)v;
+    return MS_OK;
+}
+
 int ms_tool_parse_policies(const char *text, const char **names, size_t *n)
 {
     if (!strcmp(text, "all"))

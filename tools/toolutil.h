@@ -101,6 +101,9 @@ int ms_tool_getopt(int argc, char **argv, const char *shortopts, const struct op
 
 /* A decimal number in lo..hi: "OPT: 'S' is not a number in LO..HI". */
 int ms_tool_number(const char *opt, const char *s, double lo, double hi, double *out);
+/* A whole decimal number in lo..hi ("2.5" and "-1" refused):
+ * "OPT: 'S' is not a whole number in LO..HI". */
+int ms_tool_uint(const char *opt, const char *s, unsigned lo, unsigned hi, unsigned *out);
 
 /* --policy P[,P...] ("all": precopy,fragmented,downtime) into names[]
  * (static strings), at most MS_TOOL_MAX_POLICIES. */

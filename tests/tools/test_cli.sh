@@ -49,6 +49,12 @@ timeout 10 "$M" recv --listen 127.0.0.1:0 >/dev/null 2>&1; r3=$?
 timeout 10 "$M" replay --sample 1M --chain zero,bogus >/dev/null 2>&1; r4=$?
 [ $r1 = 2 ] && [ $r2 = 2 ] && [ $r3 = 2 ] && [ $r4 = 2 ] && ok || bad "exit codes $r1 $r2 $r3 $r4"
 
+step "--max-rounds must be a whole number (migrate and sim alike)"
+e1=$(timeout 10 "$M" sim --model uniform,size=64M,rate=1000 --max-rounds 2.5 2>&1 >/dev/null); r1=$?
+e2=$(timeout 10 "$M" migrate --max-rounds -1 -- true 2>&1 >/dev/null); r2=$?
+[ $r1 = 2 ] && [ $r2 = 2 ] && echo "$e1" | grep -q "'2.5' is not a whole number" &&
+    echo "$e2" | grep -q "'-1' is not a whole number" && ok || bad "exit $r1 $r2: $e1 / $e2"
+
 # ---- local round trips --------------------------------------------------------
 for t in tcp fd; do
     for ch in 1 3 8; do
