@@ -55,6 +55,7 @@ typedef struct frag_policy {
     uint64_t prev_outstanding;
     unsigned stall;
     uint64_t quiet_reads; /* bitmap reads that found a quiet phase */
+    bool quiet_now;       /* the latest read long enough to tell was quiet */
 } frag_policy;
 
 static void frag_destroy(void *state)
@@ -209,11 +210,11 @@ static void cold_first(frag_policy *p, const ms_round_view *v, const uint8_t *de
 static void frag_sample(void *state, uint64_t written, double interval_s, double page_rate)
 {
     frag_policy *p = state;
-    if (interval_s < QUIET_MIN_S || (double)written > QUIET_MEMORY_SHARE * (double)p->npages)
+    if (interval_s < QUIET_MIN_S)
         return;
-    if (page_rate > 0 && (double)written > QUIET_RATE_SHARE * page_rate * interval_s)
-        return;
-    p->quiet_reads++;
+    p->quiet_now = (double)written <= QUIET_MEMORY_SHARE * (double)p->npages &&
+                   !(page_rate > 0 && (double)written > QUIET_RATE_SHARE * page_rate * interval_s);
+    p->quiet_reads += p->quiet_now;
 }
 
 enum stop_cause { GO_ON, STOP_FITS, STOP_STALLED, STOP_MAX_ROUNDS };
@@ -229,6 +230,14 @@ static bool wait_for_quiet(const frag_policy *p, const ms_round_view *v)
     return p->quiet_reads && v->round < MS_XEN_SPP_MAX_ITERATIONS;
 }
 
+/* The same workload in a write pass right now: what is outstanding may fit
+ * the target, but the last live round would be rewritten while it goes
+ * out, so the pause would carry the pass. Wait for the quiet spell too. */
+static bool busy_phase(const frag_policy *p, const ms_round_view *v)
+{
+    return wait_for_quiet(p, v) && !p->quiet_now;
+}
+
 /* Why the policy wants to stop now (GO_ON: it does not). STOP_FITS: all
  * that is outstanding fits the downtime target. */
 static enum stop_cause stop_cause(frag_policy *p, const ms_round_view *v, uint64_t outstanding,
@@ -239,8 +248,13 @@ static enum stop_cause stop_cause(frag_policy *p, const ms_round_view *v, uint64
     else
         p->stall = 0;
     p->prev_outstanding = outstanding;
-    if (est_s <= p->cfg.downtime_ms / 1000.0)
-        return STOP_FITS;
+    if (est_s <= p->cfg.downtime_ms / 1000.0) {
+        if (!busy_phase(p, v))
+            return STOP_FITS;
+        ms_log(MS_LOG_DEBUG, "fragmented round %u: %llu pages outstanding fit the target, but the "
+               "workload is in a write pass: going on", v->round, (unsigned long long)outstanding);
+        return GO_ON;
+    }
     if (p->stall >= p->cfg.stall_rounds) {
         if (!wait_for_quiet(p, v))
             return STOP_STALLED;
