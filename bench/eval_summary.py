@@ -12,7 +12,8 @@ usage: bench/eval_summary.py OUT [--dat=FILE] [--spread]
 Reads OUT/LINK-WORKLOAD-REP.json ({"migrations": [report, ...]}, one report
 per policy) and prints, per link and workload, the median over repetitions
 of total time, downtime, live rounds and wire bytes for each policy, the
-change against precopy, and whether every migration verified."""
+change against precopy, and whether every migration verified; then, if
+eval-fragsched.sh -d measured them, each workload's dirty rate."""
 import glob
 import json
 import os
@@ -174,6 +175,32 @@ def main():
                 print("| %s | %s | %s | %d | %s | %.2f | %.2f | %s | %g | %s | %s | %s |" % (
                     link, wl, pol, len(rs), fmt(ts, "%.2f", spread), fp, af, fmt(ds, "%.1f", spread), n,
                     fmt(ws, "%.1f", spread), "yes" if ok else "NO", cmp))
+    print_dirty_rates(outdir, order)
+
+
+def print_dirty_rates(outdir, order):
+    """OUT/dirtyrate-WORKLOAD.json (eval-fragsched.sh -d): how fast each
+    workload writes, against the 1 Gbit/s link."""
+    rows = []
+    for path in glob.glob(os.path.join(outdir, "dirtyrate-*.json")):
+        wl = os.path.basename(path)[len("dirtyrate-"):-len(".json")]
+        try:
+            with open(path) as f:
+                rows.append((wl, json.load(f)))
+        except (OSError, ValueError):
+            continue
+    if not rows:
+        return
+    rows.sort(key=lambda x: order.index(x[0]) if x[0] in order else 99)
+    print()
+    print("| workload | pages written per 1 s window (mean, min-max) | MiB/s | share of 1 Gbit/s (mean / max) | quiet reads (50 ms) | longest quiet s |")
+    print("|---|---|---|---|---|---|")
+    for wl, d in rows:
+        w, q = d["windows"], d["quiet"]
+        print("| %s | %.0f (%.0f-%.0f) | %.1f | %.2f / %.2f | %d of %d | %.2f |" % (
+            wl, w["mean_pages_per_s"], w["min_pages_per_s"], w["max_pages_per_s"],
+            w["mean_bytes_per_s"] / 1048576, d.get("dirty_to_link", 0), d.get("max_dirty_to_link", 0),
+            q["intervals"], q["of"], q["longest_s"]))
 
 
 if __name__ == "__main__":

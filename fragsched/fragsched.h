@@ -51,6 +51,11 @@ typedef struct ms_precopy_stats {
  * iteration >= 5. */
 int ms_xen_simple_precopy_policy(ms_precopy_stats st);
 
+/* A bitmap read is "quiet" when it found at most this share of memory
+ * written (fragmented's phase test, docs/fragsched.md "Quiet phases";
+ * `migstream dirtyrate` reports the same). */
+#define MS_QUIET_MEMORY_SHARE 0.001
+
 /* ======================= policies ====================================== */
 
 enum ms_decision {
@@ -286,6 +291,10 @@ void ms_report_compare(const ms_migration_report *reps, size_t n, FILE *f);
  * MS_ERR_UNSUPPORTED if gnuplot is not installed (data files are kept). */
 int ms_report_plot(const ms_migration_report *const *reps, size_t n, const char *prefix,
                    const char *title);
+/* Run gnuplot on script `gp` (which writes the images); MS_ERR_UNSUPPORTED
+ * naming the package when gnuplot is missing (the data and script stay in
+ * PREFIX.dat and gp). */
+int ms_gnuplot_run(const char *gp, const char *prefix);
 
 /* Per-page XXH3-64 of `count` pages starting at `mem` (pages beyond
  * mem_len count as zero pages). */

@@ -38,13 +38,15 @@ typedef struct cand {
     bool was_deferred;
 } cand;
 
-/* A bitmap read that found almost nothing written: at most this share of
- * memory, over at least QUIET_MIN_S, and (once it is known) at most
- * QUIET_RATE_SHARE of the page rate. One such read shows that the workload
- * has quiet phases (docs/fragsched.md, "Quiet phases"). */
-#define QUIET_MEMORY_SHARE 0.001
+/* A bitmap read that found almost nothing written: at most
+ * MS_QUIET_MEMORY_SHARE of memory, over at least QUIET_MIN_S, and (once it
+ * is known) at most QUIET_RATE_SHARE of the page rate. A workload quiet for
+ * QUIET_TIME_SHARE of the time its reads covered has quiet phases
+ * (docs/fragsched.md, "Quiet phases"); a rare quiet read (redis between two
+ * client bursts) does not make one. */
 #define QUIET_RATE_SHARE 0.02
 #define QUIET_MIN_S 0.02
+#define QUIET_TIME_SHARE 0.1
 
 typedef struct frag_policy {
     ms_policy_config cfg;
@@ -55,6 +57,7 @@ typedef struct frag_policy {
     uint64_t prev_outstanding;
     unsigned stall;
     uint64_t quiet_reads; /* bitmap reads that found a quiet phase */
+    double quiet_s, read_s; /* time covered by quiet reads, by all reads */
     bool quiet_now;       /* the latest read long enough to tell was quiet */
 } frag_policy;
 
@@ -212,9 +215,11 @@ static void frag_sample(void *state, uint64_t written, double interval_s, double
     frag_policy *p = state;
     if (interval_s < QUIET_MIN_S)
         return;
-    p->quiet_now = (double)written <= QUIET_MEMORY_SHARE * (double)p->npages &&
+    p->quiet_now = (double)written <= MS_QUIET_MEMORY_SHARE * (double)p->npages &&
                    !(page_rate > 0 && (double)written > QUIET_RATE_SHARE * page_rate * interval_s);
     p->quiet_reads += p->quiet_now;
+    p->quiet_s += p->quiet_now ? interval_s : 0;
+    p->read_s += interval_s;
 }
 
 enum stop_cause { GO_ON, STOP_FITS, STOP_STALLED, STOP_MAX_ROUNDS };
@@ -227,7 +232,8 @@ enum stop_cause { GO_ON, STOP_FITS, STOP_STALLED, STOP_MAX_ROUNDS };
  * sweep, hot-spot writes) pauses at the stall as before. */
 static bool wait_for_quiet(const frag_policy *p, const ms_round_view *v)
 {
-    return p->quiet_reads && v->round < MS_XEN_SPP_MAX_ITERATIONS;
+    return p->quiet_s >= QUIET_TIME_SHARE * p->read_s && p->quiet_reads &&
+           v->round < MS_XEN_SPP_MAX_ITERATIONS;
 }
 
 /* The same workload in a write pass right now: what is outstanding may fit

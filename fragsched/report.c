@@ -227,7 +227,12 @@ int ms_report_plot(const ms_migration_report *const *reps, size_t n, const char 
         return rc;
     char gp[4096];
     snprintf(gp, sizeof(gp), "%s.gp", prefix);
-    char *argv[] = {"gnuplot", gp, NULL};
+    return ms_gnuplot_run(gp, prefix);
+}
+
+int ms_gnuplot_run(const char *gp, const char *prefix)
+{
+    char *argv[] = {"gnuplot", (char *)gp, NULL};
     pid_t pid;
     int err = posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ);
     if (err)

@@ -4,7 +4,7 @@
 # (QEMU-like), each migration verified page for page.
 #
 #   scripts/eval-fragsched.sh [-b BUILD] [-o OUT] [-r REPS] [-l LINKS] [-w WORKLOADS] [-s SIZE]
-#                             [-p POLICIES]
+#                             [-p POLICIES] [-d]
 #
 #   -b BUILD      meson build directory (default: build)
 #   -o OUT        results: OUT/LINK-WORKLOAD-REP.json, plots in OUT/img (default: eval-out)
@@ -22,6 +22,10 @@
 #                 fresh server, filled again, per policy: its lists grow
 #                 under the benchmark, so a shared one would favour
 #                 whichever policy migrates it first).
+#   -d            first measure each workload's dirty rate against the 1 Gbit/s
+#                 link (`migstream dirtyrate`, 5 s read every 50 ms, 1 s
+#                 windows) into OUT/dirtyrate-WORKLOAD.json; the issue's
+#                 time bar is for workloads at >= 0.5 of the link
 #
 # Then: python3 bench/eval_summary.py OUT   (median table in Markdown).
 # Needs root, Linux >= 6.7, stress-ng, redis-server and redis-benchmark.
@@ -34,7 +38,8 @@ links=loopback,tbf
 workloads=idle,hotspot,sweep,stressng,redis
 size=512M
 policies=precopy,fragmented,downtime
-while getopts "b:o:r:l:w:s:p:h" opt; do
+dirtyrate=0
+while getopts "b:o:r:l:w:s:p:dh" opt; do
     case $opt in
         b) build=$OPTARG ;;
         o) out=$OPTARG ;;
@@ -43,6 +48,7 @@ while getopts "b:o:r:l:w:s:p:h" opt; do
         w) workloads=$OPTARG ;;
         s) size=$OPTARG ;;
         p) policies=$OPTARG ;;
+        d) dirtyrate=1 ;;
         *) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
 done
@@ -161,6 +167,16 @@ json.dump({"migrations": m}, open(sys.argv[1], "w"))' "$json" "${parts[@]}"
 
 IFS=, read -r -a link_list <<<"$links"
 IFS=, read -r -a wl_list <<<"$workloads"
+if (( dirtyrate )); then
+    for wl in "${wl_list[@]}"; do
+        echo "== dirty rate of $wl: $(date +%T)"
+        [[ $wl == redis ]] && start_redis
+        # shellcheck disable=SC2046
+        "$ms" dirtyrate --link 1gbit --json $(workload_args "$wl") >"$out/dirtyrate-$wl.json" ||
+            echo "   dirtyrate of $wl failed"
+        [[ $wl == redis ]] && stop_redis
+    done
+fi
 for link in "${link_list[@]}"; do
     if [[ $link == tbf ]]; then
         "$netns" -p "$prefix" up 1gbit

@@ -21,13 +21,7 @@ typedef struct migrate_args {
     ms_engine_config cfg;
     const char *policies[MS_TOOL_MAX_POLICIES];
     size_t npolicies;
-    int pid;
-    char **command;
-    const char *command_output;
-    const char *ready;      /* wait for this text in COMMAND's output */
-    char ready_file[64];    /* temporary output file when waiting */
-    double warmup_s;
-    uint64_t max_pages;
+    ms_tool_proc proc;
     bool json;
     const char *plot;
     const char *plot_title;
@@ -45,8 +39,6 @@ static void usage(FILE *f)
         "  --policy P[,P...]     precopy (Xen 4.17 default), fragmented (default),\n"
         "                        downtime (QEMU-like), or all; several run one after\n"
         "                        another and are compared\n"
-        "  --pid PID             attach to a running process (and its threads)\n"
-        "  --children            with --pid: also track its descendants\n"
         "  --to HOST:PORT|local  destination: `migstream recv` there, or a receiver\n"
         "                        in this process on loopback (default local; only\n"
         "                        local can verify page for page)\n"
@@ -58,11 +50,8 @@ static void usage(FILE *f)
         "  --workers N           encode/decode threads per side (default: cores)\n"
         "  --max-bandwidth RATE  cap on the wire, bytes/s (\"125M\", \"1gbit\")\n"
         MS_TOOL_POLICY_HELP
+        MS_TOOL_PROC_HELP
         "  --key FILE            pre-shared key: seal every frame\n"
-        "  --warmup SECONDS      let a started COMMAND run first (default 2)\n"
-        "  --ready TEXT          wait until COMMAND prints TEXT (then --warmup)\n"
-        "  --command-output FILE where COMMAND's stdout/stderr go (default /dev/null)\n"
-        "  --max-memory SIZE     most memory the process may grow to (default 16G)\n"
         "  --after resume|stop   --pid: let the process run on (default) or leave it\n"
         "                        stopped as a migrated original would be\n"
         "  --record-trace FILE   write the dirty trace for `migstream sim --trace`\n"
@@ -72,29 +61,24 @@ static void usage(FILE *f)
 }
 
 enum {
-    OPT_POLICY = 1000, OPT_PID, OPT_TO, OPT_CHAIN, OPT_CHANNELS, OPT_WORKERS, OPT_BW,
-    OPT_ROUNDS, OPT_KEY, OPT_WARMUP, OPT_CMDOUT, OPT_MAXMEM, OPT_AFTER, OPT_TRACE,
-    OPT_JSON, OPT_PLOT, OPT_QUIET, OPT_CHILDREN, OPT_TITLE, OPT_READY, OPT_LLISTEN, OPT_RXNS,
+    OPT_POLICY = 1000, OPT_TO, OPT_CHAIN, OPT_CHANNELS, OPT_WORKERS, OPT_BW, OPT_ROUNDS,
+    OPT_KEY, OPT_AFTER, OPT_TRACE, OPT_JSON, OPT_PLOT, OPT_QUIET, OPT_TITLE, OPT_LLISTEN,
+    OPT_RXNS,
 };
 
 static const struct option long_opts[] = {
     {"policy", required_argument, NULL, OPT_POLICY},
-    {"pid", required_argument, NULL, OPT_PID},
-    {"children", no_argument, NULL, OPT_CHILDREN},
     {"to", required_argument, NULL, OPT_TO},
     {"chain", required_argument, NULL, OPT_CHAIN},
     {"channels", required_argument, NULL, OPT_CHANNELS},
     {"workers", required_argument, NULL, OPT_WORKERS},
     {"max-bandwidth", required_argument, NULL, OPT_BW},
     MS_TOOL_POLICY_LONGOPTS,
+    MS_TOOL_PROC_LONGOPTS,
     {"max-rounds", required_argument, NULL, OPT_ROUNDS},
     {"key", required_argument, NULL, OPT_KEY},
-    {"warmup", required_argument, NULL, OPT_WARMUP},
-    {"ready", required_argument, NULL, OPT_READY},
     {"local-listen", required_argument, NULL, OPT_LLISTEN},
     {"receiver-netns", required_argument, NULL, OPT_RXNS},
-    {"command-output", required_argument, NULL, OPT_CMDOUT},
-    {"max-memory", required_argument, NULL, OPT_MAXMEM},
     {"after", required_argument, NULL, OPT_AFTER},
     {"record-trace", required_argument, NULL, OPT_TRACE},
     {"json", no_argument, NULL, OPT_JSON},
@@ -106,22 +90,19 @@ static const struct option long_opts[] = {
 };
 
 static uint8_t key_buf[MS_KEY_SIZE];
-static bool children_flag;
 
 static int parse_one(void *ctx, int c, const char *v)
 {
     migrate_args *a = ctx;
-    uint64_t u;
-    unsigned n = 0;
     int rc;
     switch (c) {
     case OPT_POLICY: return ms_tool_parse_policies(v, a->policies, &a->npolicies);
-    case OPT_PID:
-        if ((rc = ms_tool_uint("--pid", v, 1, 1u << 30, &n)))
-            return rc;
-        a->pid = (int)n;
-        return MS_OK;
-    case OPT_CHILDREN: children_flag = true; return MS_OK;
+    case MS_TOOL_OPT_PID:
+    case MS_TOOL_OPT_CHILDREN:
+    case MS_TOOL_OPT_WARMUP:
+    case MS_TOOL_OPT_READY:
+    case MS_TOOL_OPT_CMDOUT:
+    case MS_TOOL_OPT_MAXMEM: return ms_tool_proc_option(&a->proc, c, v);
     case OPT_TO: a->cfg.to = v; return MS_OK;
     case OPT_CHAIN: return ms_chain_parse(v, &a->cfg.session.chain);
     case OPT_CHANNELS: return ms_tool_uint("--channels", v, 1, MS_HELLO_MAX_CHANNELS, &a->cfg.channels);
@@ -138,16 +119,8 @@ static int parse_one(void *ctx, int c, const char *v)
             return rc;
         a->cfg.session.key = key_buf;
         return MS_OK;
-    case OPT_WARMUP: return ms_tool_number("--warmup", v, 0, 3600, &a->warmup_s);
-    case OPT_CMDOUT: a->command_output = v; return MS_OK;
-    case OPT_READY: a->ready = v; return MS_OK;
     case OPT_LLISTEN: a->cfg.local_listen = v; return MS_OK;
     case OPT_RXNS: a->cfg.receiver_netns = v; return MS_OK;
-    case OPT_MAXMEM:
-        if (ms_parse_size(v, &u) || u < MS_PAGE_SIZE)
-            return ms_error(MS_ERR_INVAL, "--max-memory: bad size '%s'", v);
-        a->max_pages = u / MS_PAGE_SIZE;
-        return MS_OK;
     case OPT_AFTER:
         if (strcmp(v, "resume") && strcmp(v, "stop"))
             return ms_error(MS_ERR_INVAL, "--after: '%s' is not resume or stop", v);
@@ -167,96 +140,23 @@ static int parse_args(migrate_args *a, int argc, char **argv, bool *help)
     ms_engine_config_default(&a->cfg);
     a->policies[0] = "fragmented";
     a->npolicies = 1;
-    a->warmup_s = -1;
-    a->max_pages = (16ull << 30) / MS_PAGE_SIZE;
+    ms_tool_proc_init(&a->proc);
     int rc = ms_tool_getopt(argc, argv, "+h", long_opts, parse_one, a, help);
     if (rc || *help)
         return rc;
-    if (optind < argc)
-        a->command = argv + optind;
-    if (!a->pid == !a->command)
-        return ms_error(MS_ERR_INVAL, "give exactly one of --pid PID or -- COMMAND");
-    if (a->warmup_s < 0)
-        a->warmup_s = a->command ? 2 : 0;
     if (a->cfg.record_trace && a->npolicies > 1)
         return ms_error(MS_ERR_INVAL, "--record-trace takes a single --policy");
-    if (a->ready && !a->command)
-        return ms_error(MS_ERR_INVAL, "--ready needs -- COMMAND");
-    if (a->ready && !a->command_output) {
-        snprintf(a->ready_file, sizeof(a->ready_file), "/tmp/migstream-cmd-XXXXXX");
-        int fd = mkstemp(a->ready_file);
-        if (fd < 0)
-            return ms_error(MS_ERR_IO, "cannot create a file for COMMAND's output: %s", strerror(errno));
-        close(fd);
-        a->command_output = a->ready_file;
-    }
-    if (!a->command_output)
-        a->command_output = "/dev/null";
+    if ((rc = ms_tool_proc_check(&a->proc, argv + optind)))
+        return rc;
     a->cfg.progress = !a->quiet && !a->json;
     a->cfg.after = a->stop_after ? MS_AFTER_STAY_PAUSED : MS_AFTER_RESUME;
-    return MS_OK;
-}
-
-static void sleep_s(double s)
-{
-    if (s <= 0)
-        return;
-    struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
-    while (nanosleep(&ts, &ts) && errno == EINTR) {
-    }
-}
-
-/* A started command is worth migrating once it has built its memory: wait
- * for the line it prints then (it writes to a file we poll). */
-static int wait_ready(const migrate_args *a)
-{
-    uint64_t deadline = ms_now_ns() + 120ull * 1000000000ull;
-    char buf[8192];
-    while (ms_now_ns() < deadline) {
-        FILE *f = fopen(a->command_output, "r");
-        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-        if (f)
-            fclose(f);
-        buf[n] = 0;
-        if (strstr(buf, a->ready))
-            return MS_OK;
-        sleep_s(0.02);
-    }
-    return ms_error(MS_ERR_TIMEOUT, "COMMAND did not print '%s' within 120 s (its output: %s)",
-                    a->ready, a->command_output);
-}
-
-static int open_source(const migrate_args *a, ms_page_source **src)
-{
-    ms_process_opts po = {.max_pages = a->max_pages};
-    int rc = ms_process_probe();
-    if (rc)
-        return rc;
-    if (a->pid) {
-        po.flags = children_flag ? MS_PROC_CHILDREN : 0;
-        return ms_process_source_attach(a->pid, &po, src);
-    }
-    po.output = a->command_output;
-    if (a->ready_file[0] && truncate(a->ready_file, 0) < 0)
-        return ms_error(MS_ERR_IO, "%s: %s", a->ready_file, strerror(errno));
-    rc = ms_process_source_spawn(a->command, &po, src);
-    if (!rc && a->ready)
-        rc = wait_ready(a);
-    if (rc) {
-        ms_errbuf eb = {0};
-        ms_errbuf_capture(&eb);
-        ms_source_destroy(*src);
-        *src = NULL;
-        return ms_errbuf_raise(&eb);
-    }
-    sleep_s(a->warmup_s);
     return MS_OK;
 }
 
 static int migrate_once(const migrate_args *a, const char *policy, ms_migration_report *rep)
 {
     ms_page_source *src = NULL;
-    int rc = open_source(a, &src);
+    int rc = ms_tool_proc_open(&a->proc, &src);
     if (rc)
         return rc;
     ms_engine_config cfg = a->cfg;
@@ -266,7 +166,7 @@ static int migrate_once(const migrate_args *a, const char *policy, ms_migration_
     rc = ms_migrate(src, &cfg, rep);
     int pid = ms_process_source_pid(src);
     ms_source_destroy(src);
-    if (!rc && a->pid && a->stop_after && pid > 0)
+    if (!rc && a->proc.pid && a->stop_after && pid > 0)
         kill(pid, SIGSTOP); /* destroy resumes an attached process; the original stays stopped */
     return rc;
 }
@@ -318,8 +218,7 @@ int cmd_migrate(int argc, char **argv)
             status = orc;
         }
     }
-    if (a.ready_file[0])
-        unlink(a.ready_file);
+    ms_tool_proc_cleanup(&a.proc);
     for (size_t i = 0; i < a.npolicies; i++) {
         if (reps[i].verify_done && !reps[i].verified && !status)
             status = MS_ERR_VERIFY;

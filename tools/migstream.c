@@ -29,6 +29,9 @@ static const subcommand commands[] = {
 #ifdef MS_HAVE_CMD_INSPECT
     {"inspect", cmd_inspect, "print the frames and totals of a recorded stream or libxc stream"},
 #endif
+#ifdef MS_HAVE_CMD_DIRTYRATE
+    {"dirtyrate", cmd_dirtyrate, "measure how fast a running process writes its memory"},
+#endif
 #ifdef MS_HAVE_CMD_SIM
     {"sim", cmd_sim, "simulate migration policies over traces or workload models"},
 #endif

@@ -27,6 +27,7 @@ int cmd_keygen(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
+int cmd_dirtyrate(int argc, char **argv);
 
 /* True when stderr is a terminal (progress lines go there). */
 bool ms_tty_progress(void);

@@ -124,6 +124,50 @@ enum { MS_TOOL_OPT_DOWNTIME = 900, MS_TOOL_OPT_FRAGMENT_SIZE };
     "  --max-rounds N        safety bound on live rounds (default 30)\n"
 int ms_tool_policy_option(int opt, const char *arg, ms_policy_config *pc);
 
+/* The process a command tracks (migrate, dirtyrate): --pid PID [--children]
+ * or -- COMMAND, started under dirty tracking, optionally waited for
+ * (--ready TEXT in its output, then --warmup SECONDS). Put
+ * MS_TOOL_PROC_LONGOPTS in the option table, MS_TOOL_PROC_HELP in the
+ * usage text, and hand the MS_TOOL_OPT_* below to ms_tool_proc_option. */
+enum {
+    MS_TOOL_OPT_PID = 920, MS_TOOL_OPT_CHILDREN, MS_TOOL_OPT_WARMUP, MS_TOOL_OPT_READY,
+    MS_TOOL_OPT_CMDOUT, MS_TOOL_OPT_MAXMEM,
+};
+#define MS_TOOL_PROC_LONGOPTS                                              \
+    {"pid", required_argument, NULL, MS_TOOL_OPT_PID},                     \
+    {"children", no_argument, NULL, MS_TOOL_OPT_CHILDREN},                 \
+    {"warmup", required_argument, NULL, MS_TOOL_OPT_WARMUP},               \
+    {"ready", required_argument, NULL, MS_TOOL_OPT_READY},                 \
+    {"command-output", required_argument, NULL, MS_TOOL_OPT_CMDOUT},       \
+    {"max-memory", required_argument, NULL, MS_TOOL_OPT_MAXMEM}
+#define MS_TOOL_PROC_HELP                                                            \
+    "  --pid PID             attach to a running process (and its threads)\n"        \
+    "  --children            with --pid: also track its descendants\n"               \
+    "  --warmup SECONDS      let a started COMMAND run first (default 2)\n"          \
+    "  --ready TEXT          wait until COMMAND prints TEXT (then --warmup)\n"       \
+    "  --command-output FILE where COMMAND's stdout/stderr go (default /dev/null)\n" \
+    "  --max-memory SIZE     most memory the process may grow to (default 16G)\n"
+
+typedef struct ms_tool_proc {
+    int pid;
+    bool children;
+    char **command;
+    const char *command_output;
+    const char *ready;   /* wait for this text in COMMAND's output */
+    char ready_file[64]; /* temporary output file when waiting */
+    double warmup_s;
+    uint64_t max_pages;
+} ms_tool_proc;
+void ms_tool_proc_init(ms_tool_proc *p);
+int ms_tool_proc_option(ms_tool_proc *p, int opt, const char *arg);
+/* After the options: `rest` = the words after them (the COMMAND). */
+int ms_tool_proc_check(ms_tool_proc *p, char **rest);
+/* Start or attach (MS_ERR_UNSUPPORTED when this kernel or these rights
+ * cannot track a process), wait until it is ready. */
+int ms_tool_proc_open(const ms_tool_proc *p, ms_page_source **src);
+/* Remove the temporary output file, if one was made. */
+void ms_tool_proc_cleanup(ms_tool_proc *p);
+
 /* What parse_args left: MS_EXIT_OK after printing `usage` for --help,
  * MS_EXIT_USAGE after "migstream CMD: MESSAGE" for a bad option (rc < 0),
  * or -1 to go on. */

@@ -578,12 +578,13 @@ static void test_fragmented_saturation_jump(void)
 
 /* The stall of test_fragmented_budget_and_stall (16 fragments rewritten
  * every round), with bitmap reads telling the policy about the workload:
- * after round 0 one read of `quiet_s` found `quiet_pages` pages written.
- * From round `calm` on (UINT32_MAX: never) nothing is written; the reads
- * after each round say so, unless `busy_reads` (a write pass that the
- * bitmap missed). Returns the round it stopped in. */
-static uint32_t phased_reads(uint64_t quiet_pages, double quiet_s, uint32_t calm, bool busy_reads,
-                             ms_sched_round *pr)
+ * after round 0 one read of `quiet_s` found `quiet_pages` pages written,
+ * and after every round one read of `busy_s` found 8192. From round `calm`
+ * on (UINT32_MAX: never) nothing is written; the reads after each round
+ * say so, unless `busy_reads` (a write pass that the bitmap missed).
+ * Returns the round it stopped in. */
+static uint32_t phased_reads(uint64_t quiet_pages, double quiet_s, double busy_s, uint32_t calm,
+                             bool busy_reads, ms_sched_round *pr)
 {
     size_t nw;
     uint64_t *bm;
@@ -598,7 +599,7 @@ static uint32_t phased_reads(uint64_t quiet_pages, double quiet_s, uint32_t calm
         CU_ASSERT_EQUAL(ms_sched_sent(s, &d), MS_DECIDE_CONTINUE);
         if (round == 0)
             ms_sched_sample(s, quiet_pages, quiet_s);
-        ms_sched_sample(s, round + 1 >= calm && !busy_reads ? 0 : 8192, 0.2);
+        ms_sched_sample(s, round + 1 >= calm && !busy_reads ? 0 : 8192, busy_s);
         memset(bm, 0, nw * 8);
         for (uint64_t p = 0; p < (round + 1 >= calm ? 0u : 16u) * 512; p++)
             ms_bit_set(bm, p);
@@ -610,7 +611,7 @@ static uint32_t phased_reads(uint64_t quiet_pages, double quiet_s, uint32_t calm
 
 static uint32_t phased_stop(uint64_t quiet_pages, double quiet_s, uint32_t calm, ms_sched_round *pr)
 {
-    return phased_reads(quiet_pages, quiet_s, calm, false, pr);
+    return phased_reads(quiet_pages, quiet_s, 0.1, calm, false, pr);
 }
 
 /* A workload seen quiet once (stress-ng between write passes) stalls: the
@@ -637,8 +638,11 @@ static void test_fragmented_quiet_phases(void)
     CU_ASSERT_EQUAL(phased_stop(0, 0.01, 3, &pr), 2);
     /* the bitmap fits from round 3, but the reads say a write pass is on:
      * no stop in it; Xen's five rounds bound the wait */
-    CU_ASSERT_EQUAL(phased_reads(2, 0.1, 3, true, &pr), 5);
+    CU_ASSERT_EQUAL(phased_reads(2, 0.1, 0.1, 3, true, &pr), 5);
     CU_ASSERT(strstr(pr.reason, "<= target") != NULL);
+    /* one quiet read among long busy ones (quiet 2% of the time): a
+     * workload without quiet phases, pause at the first stall */
+    CU_ASSERT_EQUAL(phased_reads(2, 0.05, 1.0, 3, false, &pr), 2);
 }
 
 static void test_fragmented_slow_round(void) { slow_round(false); }

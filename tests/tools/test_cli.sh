@@ -2,9 +2,10 @@
 # End-to-end checks of `migstream recv | replay | inspect` as processes:
 # round trips with verified digests, records, keys, and faults where a real
 # process is killed. Every step runs under `timeout`: a hang is a failure.
-# usage: test_cli.sh PATH/TO/migstream
+# usage: test_cli.sh PATH/TO/migstream [PATH/TO/migstream-dirtier]
 set -u
-M=${1:?usage: test_cli.sh MIGSTREAM}
+M=${1:?usage: test_cli.sh MIGSTREAM [DIRTIER]}
+DIRTIER=${2:-}
 T=$(mktemp -d /tmp/ms-cli.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$T"' EXIT
 fails=0
@@ -263,6 +264,37 @@ timeout 10 "$M" replay --sample 1M --rdma-opts slots=8 >/dev/null 2>&1; u2=$?
 timeout 10 "$M" recv --listen 127.0.0.1:0 --discard --transport rdma --rdma-opts bogus=1 >/dev/null 2>&1; u3=$?
 [ $u1 = 2 ] && [ $u2 = 2 ] && [ $u3 = 2 ] && grep -Eq -- "--listen-addr|this build has no RDMA" "$T/u1" && ok ||
     bad "exit codes $u1 $u2 $u3: $(cat "$T/u1")"
+
+# ---- dirtyrate -------------------------------------------------------------------
+step "dirtyrate --help; bad windows exit 2"
+timeout 10 "$M" dirtyrate --help | grep -q "^usage: migstream dirtyrate" && h=0 || h=1
+timeout 10 "$M" dirtyrate --interval 30ms --window 100ms -- true >/dev/null 2>"$T/dr.err"; w1=$?
+timeout 10 "$M" dirtyrate --duration 10ms --interval 50ms -- true >/dev/null 2>&1; w2=$?
+[ $h = 0 ] && [ $w1 = 2 ] && [ $w2 = 2 ] && grep -q "not a multiple of --interval" "$T/dr.err" && ok ||
+    bad "help $h, exit codes $w1 $w2: $(cat "$T/dr.err")"
+if [ -n "$DIRTIER" ] && [ "$(id -u)" = 0 ]; then
+    # 4096 pages, 20000 random writes/s: every 50 ms read finds ~900 pages
+    # (busy); the same memory written 10 times a second is quiet.
+    step "dirtyrate of a live writer: busy and quiet"
+    busy=$(timeout 60 "$M" dirtyrate --duration 1s --window 500ms --json --ready ready --warmup 0 -- \
+        "$DIRTIER" --size 16M --rate 20000 --hot 1 --counter 0 2>"$T/dr1.err"); r1=$?
+    calm=$(timeout 60 "$M" dirtyrate --duration 1s --window 500ms --json --ready ready --warmup 0 -- \
+        "$DIRTIER" --size 16M --rate 10 --counter 0 2>"$T/dr2.err"); r2=$?
+    if [ $r1 = 1 ] && grep -q "cannot track\|Linux >= 6.7\|userfaultfd" "$T/dr1.err"; then
+        echo "skipped ($(head -c 120 "$T/dr1.err"))"
+    else
+        python3 - "$busy" "$calm" <<'PY' && ok || bad "rc $r1 $r2: $busy / $calm / $(cat "$T/dr1.err" "$T/dr2.err")"
+import json, sys
+b, c = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert b["windows"]["n"] == 2 and c["windows"]["n"] == 2, (b["windows"], c["windows"])
+assert b["windows"]["mean_pages_per_s"] > 4000, b["windows"]
+assert b["quiet"]["intervals"] == 0 and b["quiet"]["of"] == 20, b["quiet"]
+assert c["windows"]["mean_pages_per_s"] < 40, c["windows"]
+assert c["quiet"]["intervals"] == 20, c["quiet"]
+assert 4096 <= b["pages"] < 8192 and b["touched_pages"] > 4000, (b["pages"], b["touched_pages"])
+PY
+    fi
+fi
 
 if [ $fails -ne 0 ]; then
     echo "$fails check(s) failed"
