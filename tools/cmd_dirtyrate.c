@@ -318,7 +318,9 @@ int cmd_dirtyrate(int argc, char **argv)
         if (a.plot)
             rc = plot(&a, &r);
     }
-    if (rc)
+    if (rc == MS_ERR_UNSUPPORTED)
+        fprintf(stderr, "migstream dirtyrate: cannot track process memory here: %s\n", ms_last_error());
+    else if (rc)
         fprintf(stderr, "migstream dirtyrate: %s\n", ms_last_error());
     free(r.written);
     free(r.t);
