@@ -224,12 +224,13 @@ static void frag_sample(void *state, uint64_t written, double interval_s, double
 
 enum stop_cause { GO_ON, STOP_FITS, STOP_STALLED, STOP_MAX_ROUNDS };
 
-/* A stall on a workload that has been seen quiet (stress-ng between its
+/* A stall on a workload that has quiet phases (stress-ng between its
  * write passes) is a phase, not a steady state: a round that falls into a
  * quiet phase sends what is outstanding for good, and the next bitmap then
  * fits the target. So keep going, as Xen's precopy would, but never for
- * more live rounds than Xen's five. A workload never seen quiet (a steady
- * sweep, hot-spot writes) pauses at the stall as before. */
+ * more live rounds than Xen's five. A workload quiet for less than
+ * QUIET_TIME_SHARE of the time (a steady sweep, hot-spot writes, redis)
+ * pauses at the stall as before. */
 static bool wait_for_quiet(const frag_policy *p, const ms_round_view *v)
 {
     return p->quiet_s >= QUIET_TIME_SHARE * p->read_s && p->quiet_reads &&
