@@ -184,22 +184,32 @@ typedef struct ms_auto_view {
     double cpu_rate[MS_AUTO_NCAND];  /* input bytes/s of one worker thread */
     double ratio[MS_AUTO_NCAND];     /* output / input bytes */
     /* Input bytes/s the pipeline delivered while the candidate was the
-     * decision (0: not measured). Where known it replaces the formula: it
-     * includes what the formula cannot see, e.g. a receiver on the same
-     * cores that decompresses, or workers sharing cores with the producer. */
-    double delivered[MS_AUTO_NCAND];
-    /* A candidate never delivered must beat the delivered ones by this
-     * fraction by the formula to be tried (0: no margin). */
+     * decision, as a share of what the formula said then (0: not
+     * measured). Where known the formula is scaled by it: it includes what
+     * the formula cannot see, e.g. a receiver on the same cores that
+     * decompresses, or workers sharing cores with the producer. */
+    double efficiency[MS_AUTO_NCAND];
+    /* Wire bytes/s seen while the candidate was the decision and the wire
+     * was full (0: not measured); where known it replaces link_rate for
+     * that candidate, since a wire full at a receiver's pace (one host)
+     * depends on the choice. */
+    double wire_rate[MS_AUTO_NCAND];
+    /* A candidate without a measured efficiency has its CPU rate divided by
+     * 1 + this before the formula (0: no margin). */
     double trial_margin;
 } ms_auto_view;
 
 /* Pure rule, no clocks: 0 if the candidate's estimates are unknown. */
 double ms_auto_throughput(const ms_auto_view *v, unsigned cand);
-/* What the decision compares: delivered[cand] if measured, else the
- * formula divided by 1 + trial_margin. */
+/* What the decision compares: the formula (with wire_rate[cand] as the
+ * link where known) times efficiency[cand] if measured, else with
+ * cpu_rate[cand] / (1 + trial_margin). */
 double ms_auto_estimate(const ms_auto_view *v, unsigned cand);
-/* The best candidate; `current` is kept unless the best beats it by more
- * than the fraction `hysteresis` (so small changes cause no flapping). */
+/* The best candidate: the cheapest compressor within `hysteresis` of the
+ * best estimate; sending as is only when it beats every compressor by 10%
+ * more (a compressor sees the data turn compressible, sending as is does
+ * not). `current` is kept until it falls twice the hysteresis behind (so
+ * small changes cause no flapping). */
 unsigned ms_auto_decide(const ms_auto_view *v, unsigned current, double hysteresis);
 /* Concrete chain of a candidate with the session's page stages. */
 void ms_auto_chain(unsigned cand, uint32_t stages, ms_chain *out);
@@ -210,10 +220,10 @@ typedef struct ms_auto_config {
     double link_cap;        /* bandwidth cap in bytes/s (also the first estimate); 0: none */
     unsigned explore_every; /* every Nth frame tries another compressor; 0: 32 */
     double alpha;           /* weight of a new sample in the moving averages; 0: 0.25 */
-    double hysteresis;      /* 0: 0.03 */
-    uint64_t steady_frames; /* what a candidate delivered (and its CPU rate) while it was the
-                               decision stands for this many frames, then it may be tried
-                               again; 0: 2048 */
+    double hysteresis;      /* 0: 0.01 */
+    uint64_t steady_frames; /* a candidate's efficiency, measured while it was the decision,
+                               stands for this many frames, then it may be tried again;
+                               0: 2048 */
     double trial_margin;    /* see ms_auto_view; 0: 0.25 (negative: none) */
 } ms_auto_config;
 
@@ -231,22 +241,40 @@ typedef struct ms_auto_stats {
 typedef struct ms_auto ms_auto;
 ms_auto *ms_auto_new(const ms_auto_config *cfg); /* NULL: out of memory */
 void ms_auto_free(ms_auto *a);
-/* A measured wire rate. It is the link's capacity only if the link was the
- * bottleneck (`saturated`: frames were waiting for it); otherwise, as also
- * while the current choice is CPU-bound, it is a lower bound and only a
- * higher sample is taken, so better compression slowing the wire down never
- * reads as a slower link; an unknown link (no cap, never saturated) stays
- * unknown, i.e. unlimited. Never above link_cap. Once the link is known and
- * three new values (rate windows) have come since the last switch, the rate
- * times the current choice's input/output bytes since that switch is what
- * the choice delivered (ms_auto_view.delivered). */
-void ms_auto_link_sample(ms_auto *a, double bytes_per_s, bool saturated);
-/* Candidate for frame `seq`: a candidate never measured yet first, every
- * explore_every-th frame another candidate in turn, else the decision. */
-unsigned ms_auto_pick(ms_auto *a, uint64_t seq);
+/* What held a rate window back: frames waiting for the link (the rate is
+ * the link's), frames waiting for a worker, or neither (the producer). */
+enum ms_auto_limit { MS_AUTO_BY_PRODUCER = 0, MS_AUTO_BY_LINK = 1, MS_AUTO_BY_WORKERS = 2 };
+/* The wire rate of one window. It is the link's capacity only if the link
+ * was the bottleneck (limit MS_AUTO_BY_LINK, "saturated"); otherwise it is
+ * a lower bound and only a higher sample is taken, so better compression
+ * slowing the wire down never reads as a slower link; an unknown link (no
+ * cap, never saturated) stays unknown, i.e. unlimited. Never above
+ * link_cap. A saturated window also sets the current choice's wire_rate.
+ * Once the link is known and three new values (rate windows) have come
+ * since the last switch, the rate times the current choice's input/output
+ * bytes since that switch is what the choice delivered, and that over the
+ * formula its efficiency (ms_auto_view.efficiency), unless the producer
+ * held the window back and the formula calls the choice link-bound. The
+ * first saturated window of a stream (queues on the path filling) sets
+ * only the link. */
+void ms_auto_link_sample(ms_auto *a, double bytes_per_s, int limit);
+/* Candidate for frame `seq` of in_bytes compressor input: a candidate never
+ * measured yet first, every explore_every-th frame another candidate in
+ * turn, else the decision. Frames under MS_AUTO_MIN_SAMPLE bytes always get
+ * the decision (an exploration turn passes to the next larger frame) and
+ * teach ms_auto_record nothing but the stats. *shadow (when non-NULL) is
+ * set to a candidate to compress an explored frame with as well, only to
+ * compare the two on the same data (ms_auto_compare), or MS_AUTO_NCAND. */
+#define MS_AUTO_MIN_SAMPLE 65536u
+unsigned ms_auto_pick(ms_auto *a, uint64_t seq, uint64_t in_bytes, unsigned *shadow);
+/* The same in_bytes compressed by `cand` (sent) and `shadow` (not sent):
+ * learns how their ratios and speeds compare. Call before ms_auto_record
+ * of that frame. */
+void ms_auto_compare(ms_auto *a, uint64_t in_bytes, unsigned cand, uint64_t cand_out, double cand_cpu_s,
+                     unsigned shadow, uint64_t shadow_out, double shadow_cpu_s);
 /* Result of compressing in_bytes with `cand` into out_bytes in cpu_s
- * seconds on a worker thread (wall time of the call, so CPU contention
- * counts); updates estimates and re-decides. */
+ * seconds of the worker thread's CPU time; updates estimates and
+ * re-decides. */
 void ms_auto_record(ms_auto *a, unsigned cand, uint64_t in_bytes, uint64_t out_bytes, double cpu_s);
 void ms_auto_get_view(ms_auto *a, ms_auto_view *out);
 void ms_auto_get_stats(ms_auto *a, ms_auto_stats *out);

@@ -39,6 +39,10 @@ struct sframe {
     uint64_t rec_seq;
     uint64_t comp_out; /* compressed bytes (before the tag) */
     uint8_t comp_used;
+    /* auto's pick for this frame when it was made at enqueue (so a frame
+     * sent as is, with nothing to explore, skips the workers). */
+    bool auto_picked;
+    uint8_t auto_cand, auto_shadow;
     int refs;
     bool pooled, record, ready;
 };
@@ -47,6 +51,9 @@ typedef struct chan {
     sframe *head, *tail;
     uint64_t since_round; /* frames since the last ROUND_END */
     bool broken;          /* a send failed: no ABORT can follow on it */
+    /* Frame bytes written, and of those the ones the peer acknowledged
+     * (written minus the connection's unsent bytes) as last seen. */
+    uint64_t written, acked;
 } chan;
 
 typedef struct writer_arg {
@@ -102,7 +109,12 @@ struct ms_sender {
     double thread_cpu, caller_cpu;
     uint64_t t_open;
     double link_rate;
+    /* The current rate window: its start, bytes acknowledged in it (or
+     * written, on connections that cannot tell), and of its writes, how
+     * many left a backlog behind the frame just written. */
     uint64_t rate_t0, rate_bytes;
+    unsigned rate_writes, rate_backlogged, rate_work_waiting, rate_windows;
+    unsigned rate_full_run; /* link-limited windows in a row, up to 2 */
 
     pthread_t *workers, *writers, rec_thread, ack_thread, ka_thread;
     struct writer_arg *wargs;
@@ -182,6 +194,29 @@ static void release_locked(ms_sender *s, sframe *f)
 
 /* ---- building frames ---------------------------------------------------- */
 
+/* An explored frame compressed again with `shadow`, into a buffer of the
+ * worker's own, only to compare the two compressors on the same data. */
+static _Thread_local ms_buf shadow_buf;
+
+static int compare_auto(ms_sender *s, ms_codec_ctx *ctx, unsigned shadow, const uint8_t *body, size_t len,
+                        unsigned cand, uint64_t cand_out, double cand_cpu)
+{
+    ms_chain ch;
+    size_t out = 0;
+    ms_auto_chain(shadow, s->chain.stages, &ch);
+    size_t bound = ms_compress_bound(&ch, len), cap = shadow_buf.cap;
+    int rc = ms_buf_reserve(&shadow_buf, bound);
+    if (rc < 0)
+        return rc;
+    if (shadow_buf.cap != cap)
+        memset(shadow_buf.data, 0, shadow_buf.cap);
+    double t0 = ms_thread_cpu_s();
+    if ((rc = ms_compress(ctx, &ch, body, len, shadow_buf.data, bound, &out)) < 0)
+        return ms_error_wrap(rc, "comparing %s with %s", ms_auto_name(shadow), ms_auto_name(cand));
+    ms_auto_compare(s->autoc, len, cand, cand_out, cand_cpu, shadow, out < len ? out : len, ms_thread_cpu_s() - t0);
+    return MS_OK;
+}
+
 /* Compress (data frames), pack the header, make the record's copy, seal.
  * Needs the seq and channel assigned. */
 static int finalize(ms_sender *s, sframe *f, ms_codec_ctx *ctx)
@@ -195,23 +230,40 @@ static int finalize(ms_sender *s, sframe *f, ms_codec_ctx *ctx)
     f->comp_used = MS_COMP_NONE;
     if (is_data(h)) {
         ms_chain used = s->chain;
-        unsigned cand = 0;
+        unsigned cand = 0, shadow = MS_AUTO_NCAND;
         double t0 = 0;
         if (s->autoc) {
-            cand = ms_auto_pick(s->autoc, h->seq);
+            if (f->auto_picked) {
+                cand = f->auto_cand;
+                shadow = f->auto_shadow;
+            } else {
+                cand = ms_auto_pick(s->autoc, h->seq, len, &shadow);
+            }
             ms_auto_chain(cand, s->chain.stages, &used);
-            t0 = (double)ms_now_ns() * 1e-9;
         }
         if (used.comp != MS_COMP_NONE && len) {
-            size_t bound = ms_compress_bound(&used, len);
+            size_t bound = ms_compress_bound(&used, len), cap = f->wire.cap;
             if ((rc = ms_buf_reserve(&f->wire, bound + MS_SEAL_TAG_SIZE)) < 0)
                 return rc;
+            /* A new buffer's page faults are no part of the compressor's speed. */
+            if (s->autoc && f->wire.cap != cap)
+                memset(f->wire.data, 0, f->wire.cap);
+            /* The compressor's own speed: time the thread spent on the
+             * CPU, as a worker preempted mid-frame would otherwise make
+             * one sample look many times slower. What the cores shared
+             * with the rest of the pipeline really give shows in what the
+             * choice delivers. */
+            t0 = ms_thread_cpu_s();
             if ((rc = ms_compress(ctx, &used, body, len, f->wire.data, bound, &out)) < 0)
                 return ms_error_wrap(rc, "frame %llu: compressing", (unsigned long long)h->seq);
         }
-        if (s->autoc)
-            ms_auto_record(s->autoc, cand, len, used.comp != MS_COMP_NONE && len && out < len ? out : len,
-                           (double)ms_now_ns() * 1e-9 - t0);
+        if (s->autoc) {
+            double cpu = used.comp != MS_COMP_NONE && len ? ms_thread_cpu_s() - t0 : 0;
+            uint64_t sent = used.comp != MS_COMP_NONE && len && out < len ? out : len;
+            if (shadow < MS_AUTO_NCAND && (rc = compare_auto(s, ctx, shadow, body, len, cand, sent, cpu)) < 0)
+                return rc;
+            ms_auto_record(s->autoc, cand, len, sent, cpu);
+        }
         /* Incompressible content goes out as it is, saying so in its codec. */
         if (used.comp != MS_COMP_NONE && len && out < len) {
             body = f->wire.data;
@@ -281,8 +333,19 @@ static int enqueue_locked(ms_sender *s, sframe *f)
     if (f->record)
         f->rec_seq = s->rec_seq++;
     /* Control frames, and data frames with nothing to compress or seal,
-     * are finished here: a worker would only add two thread handoffs. */
-    bool inline_finish = !is_data(h) || (s->chain.comp == MS_COMP_NONE && !s->autoc && !s->sealed);
+     * are finished here: a worker would only add two thread handoffs. With
+     * auto that is known once it has picked: sending as is, exploring
+     * nothing, is what it chooses on a fast link, where handoffs cost most. */
+    f->auto_picked = false;
+    if (s->autoc && is_data(h) && !s->sealed) {
+        unsigned shadow = MS_AUTO_NCAND;
+        f->auto_cand = (uint8_t)ms_auto_pick(s->autoc, h->seq, f->stage.len, &shadow);
+        f->auto_shadow = (uint8_t)shadow;
+        f->auto_picked = true;
+    }
+    bool auto_as_is = f->auto_picked && f->auto_cand == MS_AUTO_NONE && f->auto_shadow == MS_AUTO_NCAND;
+    bool inline_finish = !is_data(h) || auto_as_is ||
+                         (s->chain.comp == MS_COMP_NONE && !s->autoc && !s->sealed);
     if (inline_finish && (rc = finalize(s, f, NULL)) < 0) {
         fail_locked(s);
         return rc;
@@ -744,11 +807,32 @@ double ms_sender_link_rate(const ms_sender *s)
 
 /* ---- threads ------------------------------------------------------------ */
 
+/* Set up every candidate's compression context for a full frame before
+ * the first one (zstd sizes its tables by the input), so that cost does not
+ * count as the first frame's compression speed. */
+static void warm_auto(ms_sender *s, ms_codec_ctx *ctx)
+{
+    size_t len = (size_t)s->frame_pages * s->page_size;
+    ms_chain ch;
+    ms_auto_chain(MS_AUTO_ZSTD3, s->chain.stages, &ch);
+    size_t cap = ms_compress_bound(&ch, len);
+    uint8_t *src = calloc(1, len), *dst = malloc(cap);
+    for (unsigned c = 1; src && dst && c < MS_AUTO_NCAND; c++) {
+        size_t n;
+        ms_auto_chain(c, s->chain.stages, &ch);
+        (void)ms_compress(ctx, &ch, src, len, dst, cap, &n);
+    }
+    free(src);
+    free(dst);
+}
+
 static void *worker_main(void *arg)
 {
     ms_sender *s = arg;
     double t0 = ms_thread_cpu_s();
     ms_codec_ctx *ctx = ms_codec_ctx_new();
+    if (ctx && s->autoc)
+        warm_auto(s, ctx);
 
     pthread_mutex_lock(&s->lock);
     if (!ctx) {
@@ -764,8 +848,6 @@ static void *worker_main(void *arg)
         s->work_head = f->work_next;
         if (!s->work_head)
             s->work_tail = NULL;
-        if (s->autoc)
-            ms_auto_link_sample(s->autoc, s->link_rate, !s->free_list && !s->work_head);
         pthread_mutex_unlock(&s->lock);
         int rc = finalize(s, f, ctx);
         pthread_mutex_lock(&s->lock);
@@ -778,6 +860,7 @@ static void *worker_main(void *arg)
     }
     pthread_mutex_unlock(&s->lock);
     ms_codec_ctx_free(ctx);
+    ms_buf_free(&shadow_buf);
     add_thread_cpu(s, t0);
     return NULL;
 }
@@ -820,21 +903,62 @@ static int send_abort(ms_sender *s, ms_conn *c, const ms_session_keys *k, uint16
     return ms_conn_sendv(c, iov, out ? 2 : 1);
 }
 
-static void update_rate_locked(ms_sender *s, uint64_t bytes)
+/* The link's rate is what the peer acknowledged, not what the socket took:
+ * a send buffer and the queues on the path absorb megabytes at memory
+ * speed before the first byte arrives. A write that leaves more unsent than
+ * the frame it just wrote found the previous frames still queued: the link,
+ * not the producer, set the pace; frames waiting for a worker instead mean
+ * the workers did. Windows are short (RATE_WINDOW_NS; until two in a row
+ * were link-limited, which is when auto takes the link as known, at most
+ * FIRST_WINDOWS of FIRST_WINDOW_NS) so auto knows the link a few tens of
+ * milliseconds in. */
+#define RATE_WINDOW_NS 50000000ull
+#define FIRST_WINDOW_NS 10000000ull
+#define FIRST_WINDOWS 5
+#define BACKLOG_MIN (64 * 1024)
+
+static void update_rate_locked(ms_sender *s, chan *c, uint64_t wire, int64_t unsent)
 {
     uint64_t now = ms_now_ns();
-    if (!s->rate_t0)
-        s->rate_t0 = now;
-    s->rate_bytes += bytes;
-    if (now - s->rate_t0 >= 100000000ull) {
-        double sample = (double)s->rate_bytes * 1e9 / (double)(now - s->rate_t0);
-        s->link_rate = s->link_rate > 0 ? 0.7 * s->link_rate + 0.3 * sample : sample;
-        s->rate_t0 = now;
-        s->rate_bytes = 0;
+    c->written += wire;
+    uint64_t acked = c->written;
+    bool backlog = !s->free_list && !s->work_head;
+    if (unsent >= 0) {
+        acked = (uint64_t)unsent < c->written ? c->written - (uint64_t)unsent : 0;
+        backlog = (uint64_t)unsent > wire + BACKLOG_MIN;
     }
+    /* What was acknowledged before the first window began is no rate. */
+    if (!s->rate_t0) {
+        s->rate_t0 = now;
+        c->acked = acked;
+    }
+    if (acked > c->acked) {
+        s->rate_bytes += acked - c->acked;
+        c->acked = acked;
+    }
+    s->rate_writes++;
+    s->rate_backlogged += backlog;
+    s->rate_work_waiting += s->work_head != NULL;
+    bool starting = s->rate_full_run < 2 && s->rate_windows < FIRST_WINDOWS;
+    if (now - s->rate_t0 < (starting ? FIRST_WINDOW_NS : RATE_WINDOW_NS))
+        return;
+    double sample = (double)s->rate_bytes * 1e9 / (double)(now - s->rate_t0);
+    bool saturated = 2 * s->rate_backlogged >= s->rate_writes;
+    s->rate_windows++;
+    if (s->rate_full_run < 2)
+        s->rate_full_run = saturated ? s->rate_full_run + 1 : 0;
+    int limit = saturated ? MS_AUTO_BY_LINK
+                : 2 * s->rate_work_waiting >= s->rate_writes ? MS_AUTO_BY_WORKERS
+                                                             : MS_AUTO_BY_PRODUCER;
+    s->link_rate = s->link_rate > 0 ? 0.7 * s->link_rate + 0.3 * sample : sample;
+    if (s->autoc)
+        ms_auto_link_sample(s->autoc, sample, limit);
+    s->rate_t0 = now;
+    s->rate_bytes = 0;
+    s->rate_writes = s->rate_backlogged = s->rate_work_waiting = 0;
 }
 
-static void account_sent_locked(ms_sender *s, const sframe *f)
+static void account_sent_locked(ms_sender *s, const sframe *f, int64_t unsent)
 {
     uint64_t wire = MS_FRAME_HDR_SIZE + (uint64_t)f->h.enc_len;
     ms_round_stats *r = ms_stats_round(&s->stats, f->h.round);
@@ -846,7 +970,7 @@ static void account_sent_locked(ms_sender *s, const sframe *f)
             r->comp_bytes[f->comp_used] += f->h.enc_len;
         }
     }
-    update_rate_locked(s, wire);
+    update_rate_locked(s, &s->ch[f->h.channel], wire, unsent);
 }
 
 static void *writer_main(void *arg)
@@ -871,6 +995,7 @@ static void *writer_main(void *arg)
             c->tail = NULL;
         pthread_mutex_unlock(&s->lock);
         int rc = send_frame(s, conn, f->hdr, f->body, f->h.enc_len);
+        int64_t unsent = rc < 0 ? -1 : ms_conn_unsent(conn);
         pthread_mutex_lock(&s->lock);
         if (rc < 0) {
             ms_error_wrap(rc, "channel %u: sending frame %llu", ci, (unsigned long long)f->h.seq);
@@ -879,7 +1004,7 @@ static void *writer_main(void *arg)
             fail_locked(s);
             break;
         }
-        account_sent_locked(s, f);
+        account_sent_locked(s, f, unsent);
         release_locked(s, f);
     }
     /* Failed: what is still queued will never be sent. */

@@ -14,10 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/sockios.h>
+#include <netinet/in.h>
 
 #include "transport/transport.h"
 
@@ -323,6 +327,22 @@ static void fd_close(ms_conn *c)
     }
     free(p);
     free(c);
+}
+
+/* The TCP transport's ops are a renamed copy of these, so a conn is an fd
+ * conn (of either name) when its sendv is this file's. */
+int64_t ms_conn_unsent(ms_conn *c)
+{
+    if (!c || c->ops->sendv != fd_sendv)
+        return -1;
+    fd_priv *p = c->priv;
+    int type = 0, proto = 0, queued = 0;
+    socklen_t tl = sizeof type, pl = sizeof proto;
+    if (p->w.kind != FD_KIND_SOCKET || getsockopt(p->w.fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 ||
+        getsockopt(p->w.fd, SOL_SOCKET, SO_PROTOCOL, &proto, &pl) < 0 || type != SOCK_STREAM ||
+        proto != IPPROTO_TCP || ioctl(p->w.fd, SIOCOUTQ, &queued) < 0 || queued < 0)
+        return -1;
+    return queued;
 }
 
 static const ms_conn_ops fd_ops = {

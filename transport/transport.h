@@ -49,6 +49,14 @@ static inline int ms_conn_send(ms_conn *c, const void *p, size_t n)
 static inline int ms_conn_recv(ms_conn *c, void *p, size_t n, size_t *got) { return c->ops->recv(c, p, n, got); }
 static inline void ms_conn_close(ms_conn *c) { if (c) c->ops->close(c); }
 
+/* Bytes this connection accepted from sendv that the peer has not yet
+ * acknowledged (still in the kernel's send queue or on the wire): for fd
+ * and TCP connections on a TCP socket, the socket's SIOCOUTQ. -1 where it
+ * is unknown (pipes, files, other transports). bytes_sent minus this is
+ * what the peer's kernel holds, so a sender can measure the rate the link
+ * really delivers, not the rate its send buffer absorbs. */
+int64_t ms_conn_unsent(ms_conn *c);
+
 #define MS_DEFAULT_TIMEOUT_MS 10000u
 
 /* ---- listeners --------------------------------------------------------- */
