@@ -283,12 +283,14 @@ static int plot(const dr_args *a, const dr_result *r)
         return ms_error(MS_ERR_IO, "cannot write %s: %s", path, strerror(errno));
     for (int t = 0; t < 2; t++)
         fprintf(g,
-                "%s\nset output '%s.%s'\nset title \"%s\" noenhanced\nset xlabel 'seconds'\n"
+                "%s\nset output '%s.%s'\nset title \"%s; %.0f MiB tracked at the end\" noenhanced\n"
+                "set xlabel 'seconds'\n"
                 "set ylabel 'pages written per %llu ms'\nset grid\nset key off\nset yrange [0:*]\n"
                 "plot '%s.dat' using 1:2 with steps lw 2\nunset output\n",
                 t ? "set terminal svg size 900,400 dynamic font 'sans,11'"
                   : "set terminal pngcairo size 900,400 font 'sans,10'",
-                a->plot, t ? "svg" : "png", r->source, (unsigned long long)a->interval_ms, a->plot);
+                a->plot, t ? "svg" : "png", r->source, mib((double)r->npages, r->page_size),
+                (unsigned long long)a->interval_ms, a->plot);
     fclose(g);
     return ms_gnuplot_run(path, a->plot);
 }
