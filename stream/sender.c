@@ -39,9 +39,8 @@ struct sframe {
     uint64_t rec_seq;
     uint64_t comp_out; /* compressed bytes (before the tag) */
     uint8_t comp_used;
-    /* auto's pick for this frame when it was made at enqueue (so a frame
-     * sent as is, with nothing to explore, skips the workers). */
-    bool auto_picked;
+    /* auto's pick for this data frame, made at enqueue in sequence order
+     * (so a frame sent as is, with nothing to explore, skips the workers). */
     uint8_t auto_cand, auto_shadow;
     int refs;
     bool pooled, record, ready;
@@ -233,12 +232,8 @@ static int finalize(ms_sender *s, sframe *f, ms_codec_ctx *ctx)
         unsigned cand = 0, shadow = MS_AUTO_NCAND;
         double t0 = 0;
         if (s->autoc) {
-            if (f->auto_picked) {
-                cand = f->auto_cand;
-                shadow = f->auto_shadow;
-            } else {
-                cand = ms_auto_pick(s->autoc, h->seq, len, &shadow);
-            }
+            cand = f->auto_cand;
+            shadow = f->auto_shadow;
             ms_auto_chain(cand, s->chain.stages, &used);
         }
         if (used.comp != MS_COMP_NONE && len) {
@@ -336,16 +331,14 @@ static int enqueue_locked(ms_sender *s, sframe *f)
      * are finished here: a worker would only add two thread handoffs. With
      * auto that is known once it has picked: sending as is, exploring
      * nothing, is what it chooses on a fast link, where handoffs cost most. */
-    f->auto_picked = false;
-    if (s->autoc && is_data(h) && !s->sealed) {
+    bool as_is = s->chain.comp == MS_COMP_NONE && !s->autoc;
+    if (s->autoc && is_data(h)) {
         unsigned shadow = MS_AUTO_NCAND;
         f->auto_cand = (uint8_t)ms_auto_pick(s->autoc, h->seq, f->stage.len, &shadow);
         f->auto_shadow = (uint8_t)shadow;
-        f->auto_picked = true;
+        as_is = f->auto_cand == MS_AUTO_NONE && shadow == MS_AUTO_NCAND;
     }
-    bool auto_as_is = f->auto_picked && f->auto_cand == MS_AUTO_NONE && f->auto_shadow == MS_AUTO_NCAND;
-    bool inline_finish = !is_data(h) || auto_as_is ||
-                         (s->chain.comp == MS_COMP_NONE && !s->autoc && !s->sealed);
+    bool inline_finish = !is_data(h) || (as_is && !s->sealed);
     if (inline_finish && (rc = finalize(s, f, NULL)) < 0) {
         fail_locked(s);
         return rc;
