@@ -103,7 +103,10 @@ bool ms_page_is_zero(const void *page, size_t len);
 /* ---- stateful page stages --------------------------------------------- */
 
 /* Per-page tags in the page section of a frame. */
-enum ms_page_tag { MS_TAG_RAW = 0, MS_TAG_ZERO = 1, MS_TAG_DELTA = 2, MS_TAG_DUP = 3 };
+/* UNKEPT: sent whole and not kept in the page store (any version of the pfn
+ * there is dropped), as a gated sender sends pages while neither delta nor
+ * dedup runs, so that neither side pays for copies nobody will use. */
+enum ms_page_tag { MS_TAG_RAW = 0, MS_TAG_ZERO = 1, MS_TAG_DELTA = 2, MS_TAG_DUP = 3, MS_TAG_UNKEPT = 4 };
 
 typedef struct ms_stage_stats {
     uint64_t pages;        /* pages seen */
@@ -113,6 +116,8 @@ typedef struct ms_stage_stats {
     uint64_t delta_miss;   /* delta stage on, no cache entry */
     uint64_t delta_nogain; /* cache hit but delta not smaller: sent raw */
     uint64_t raw;          /* sent whole */
+    uint64_t delta_off;    /* passed by delta while its gate had it off */
+    uint64_t unkept;       /* of the raw pages: not kept in the page store (UNKEPT) */
     uint64_t in_bytes;     /* page bytes in */
     uint64_t out_bytes;    /* page-section bytes out (before compression) */
 } ms_stage_stats;
@@ -129,7 +134,23 @@ typedef struct ms_page_coder_config {
     uint64_t dedup_bytes;     /* dedup's share of the page store (0: 64 MiB) */
     unsigned dedup_hash_bits; /* tests only: keep this many bits of the content
                                  hash (0: all 64) to force collisions */
+    /* Sender only (the chain's compressor is "auto"): gate delta, i.e. pass
+     * it over for a stretch of sections while it saves less than
+     * MS_GATE_MIN_GAIN of the pages it diffs. The receiver needs nothing:
+     * every page carries its tag (UNKEPT when no stage will want it again).
+     * Dedup is never gated: its worth lies ahead (a content indexed now is
+     * matched later), which no measure of the past predicts. */
+    bool gate;
 } ms_page_coder_config;
+
+/* The delta gate (docs/codecs.md, "Gating delta"): delta is judged on
+ * every MS_GATE_WINDOW pages it diffs; below the gain it is passed over for
+ * MS_GATE_OFF_MIN sections, a stretch that doubles on each failed trial up
+ * to MS_GATE_OFF_MAX and falls back when delta pays. */
+#define MS_GATE_MIN_GAIN 0.05
+#define MS_GATE_WINDOW 1024u
+#define MS_GATE_OFF_MIN 16u
+#define MS_GATE_OFF_MAX 256u
 
 typedef struct ms_page_coder ms_page_coder;
 ms_page_coder *ms_page_coder_new(const ms_page_coder_config *cfg);

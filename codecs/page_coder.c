@@ -301,6 +301,13 @@ typedef struct page_item {
     uint8_t tag;
 } page_item;
 
+/* Sender: whether delta pays (MS_GATE_* in codecs.h). */
+typedef struct stage_gate {
+    uint64_t pages, seen, saved; /* since the last verdict: pages examined, their bytes, bytes saved */
+    uint32_t off_left;           /* sections still to pass the stage over */
+    uint32_t off_next;           /* length of the next stretch off */
+} stage_gate;
+
 /* Slot of the per-section content table (sender, dedup). */
 typedef struct seen_page {
     uint64_t h;
@@ -309,6 +316,9 @@ typedef struct seen_page {
 
 struct ms_page_coder {
     uint32_t stages;
+    uint32_t active; /* stages in force for the section being encoded */
+    bool gate;
+    stage_gate delta_gate;
     size_t ps;
     size_t len_size; /* ULEB128 bytes reserved for a delta length */
     uint64_t hash_mask;
@@ -333,6 +343,8 @@ void ms_stage_stats_add(ms_stage_stats *into, const ms_stage_stats *s)
     into->delta_miss += s->delta_miss;
     into->delta_nogain += s->delta_nogain;
     into->raw += s->raw;
+    into->delta_off += s->delta_off;
+    into->unkept += s->unkept;
     into->in_bytes += s->in_bytes;
     into->out_bytes += s->out_bytes;
 }
@@ -370,7 +382,9 @@ ms_page_coder *ms_page_coder_new(const ms_page_coder_config *cfg)
         ms_error(MS_ERR_NOMEM, "cannot allocate a page coder");
         return NULL;
     }
-    pc->stages = cfg->stages;
+    pc->stages = pc->active = cfg->stages;
+    pc->gate = cfg->gate;
+    pc->delta_gate.off_next = MS_GATE_OFF_MIN;
     pc->ps = ps;
     pc->len_size = ms_uleb_size(ps);
     unsigned bits = cfg->dedup_hash_bits ? cfg->dedup_hash_bits : 64;
@@ -469,6 +483,38 @@ static size_t encode_dup(ms_page_coder *pc, size_t i, uint64_t pfn, const uint8_
     return 0;
 }
 
+/* A page the stage examined, and the bytes it saved (0: none). */
+static inline void gate_count(stage_gate *g, size_t ps, size_t saved)
+{
+    g->pages++;
+    g->seen += ps;
+    g->saved += saved;
+}
+
+static size_t try_delta(ms_page_coder *pc, uint64_t pfn, const uint8_t *page, uint8_t *p, ms_stage_stats *st)
+{
+    uint32_t i = store_find(&pc->store, pfn);
+    if (i == NIL) {
+        st->delta_miss++;
+        return 0;
+    }
+    /* Cap the delta so that length + delta stays below a page. */
+    size_t u = pc->len_size;
+    size_t n = ms_delta_encode(store_data(&pc->store, i), page, pc->ps, p + u, pc->ps - u);
+    if (!n) {
+        st->delta_nogain++;
+        gate_count(&pc->delta_gate, pc->ps, 0);
+        return 0;
+    }
+    size_t l = ms_uleb_size(n);
+    if (l != u)
+        memmove(p + l, p + u, n);
+    ms_uleb_put(p, n);
+    st->delta++;
+    gate_count(&pc->delta_gate, pc->ps, pc->ps - (l + n));
+    return l + n;
+}
+
 /* Payload of one page; returns its tag. Reads the store, never changes it. */
 static uint8_t encode_page(ms_page_coder *pc, size_t idx, uint64_t pfn, const uint8_t *pages,
                            uint8_t **pp, ms_stage_stats *st)
@@ -487,29 +533,22 @@ static uint8_t encode_page(ms_page_coder *pc, size_t idx, uint64_t pfn, const ui
             return MS_TAG_DUP;
         }
     }
-    if (pc->stages & MS_STAGE_DELTA) {
-        uint32_t i = store_find(&pc->store, pfn);
-        if (i == NIL) {
-            st->delta_miss++;
-        } else {
-            /* Cap the delta so that length + delta stays below a page. */
-            size_t u = pc->len_size;
-            size_t n = ms_delta_encode(store_data(&pc->store, i), page, pc->ps, p + u, pc->ps - u);
-            if (n) {
-                size_t l = ms_uleb_size(n);
-                if (l != u)
-                    memmove(p + l, p + u, n);
-                ms_uleb_put(p, n);
-                *pp = p + l + n;
-                st->delta++;
-                return MS_TAG_DELTA;
-            }
-            st->delta_nogain++;
+    if (pc->active & MS_STAGE_DELTA) {
+        size_t n = try_delta(pc, pfn, page, p, st);
+        if (n) {
+            *pp = p + n;
+            return MS_TAG_DELTA;
         }
+    } else if (pc->stages & MS_STAGE_DELTA) {
+        st->delta_off++;
     }
     memcpy(p, page, pc->ps);
     *pp = p + pc->ps;
     st->raw++;
+    if (pc->store.cap && !(pc->active & (MS_STAGE_DELTA | MS_STAGE_DEDUP))) {
+        st->unkept++;
+        return MS_TAG_UNKEPT;
+    }
     return MS_TAG_RAW;
 }
 
@@ -521,12 +560,38 @@ static void commit(ms_page_coder *pc, const uint64_t *pfns, const uint8_t *tags,
     if (!pc->store.cap)
         return;
     for (size_t i = 0; i < count; i++) {
-        if (tags[i] == MS_TAG_ZERO)
+        if (tags[i] == MS_TAG_ZERO || tags[i] == MS_TAG_UNKEPT)
             store_drop(&pc->store, pfns[i]);
         else
             store_put(&pc->store, pfns[i], pages + i * pc->ps, hashes ? &hashes[i] : NULL);
     }
     store_fence();
+}
+
+/* Stages in force for the next section: delta in a stretch off is passed
+ * over. */
+static uint32_t gate_open(ms_page_coder *pc)
+{
+    if (!pc->gate || !pc->delta_gate.off_left)
+        return pc->stages;
+    pc->delta_gate.off_left--;
+    return pc->stages & ~(uint32_t)MS_STAGE_DELTA;
+}
+
+/* A verdict once the stage has examined a window of pages: saving under
+ * the gain buys a stretch off, each failed trial doubling the next one, so
+ * a stage that never pays costs about 1/MS_GATE_OFF_MAX of its work. */
+static void gate_judge(stage_gate *g)
+{
+    if (g->pages < MS_GATE_WINDOW)
+        return;
+    if ((double)g->saved < MS_GATE_MIN_GAIN * (double)g->seen) {
+        g->off_left = g->off_next;
+        g->off_next = g->off_next * 2 > MS_GATE_OFF_MAX ? MS_GATE_OFF_MAX : g->off_next * 2;
+    } else {
+        g->off_next = MS_GATE_OFF_MIN;
+    }
+    g->pages = g->seen = g->saved = 0;
 }
 
 int ms_page_coder_encode(ms_page_coder *pc, const uint64_t *pfns, const uint8_t *pages, size_t count,
@@ -548,6 +613,7 @@ int ms_page_coder_encode(ms_page_coder *pc, const uint64_t *pfns, const uint8_t 
         p += count * pc->ps;
         local.raw = count;
     } else {
+        pc->active = gate_open(pc);
         bool dedup = pc->stages & MS_STAGE_DEDUP;
         if (dedup)
             for (size_t i = 0; i <= pc->seen_mask; i++)
@@ -557,6 +623,8 @@ int ms_page_coder_encode(ms_page_coder *pc, const uint64_t *pfns, const uint8_t 
         memcpy(p, pc->tags, count);
         p += count;
         commit(pc, pfns, pc->tags, pages, count, dedup ? pc->hashes : NULL);
+        if (pc->gate)
+            gate_judge(&pc->delta_gate);
     }
     out->len += (size_t)(p - start);
     local.pages = count;
@@ -571,8 +639,8 @@ int ms_page_coder_encode(ms_page_coder *pc, const uint64_t *pfns, const uint8_t 
 
 static const char *tag_name(uint8_t tag)
 {
-    static const char *const names[] = {"RAW", "ZERO", "DELTA", "DUP"};
-    return tag < 4 ? names[tag] : "unknown";
+    static const char *const names[] = {"RAW", "ZERO", "DELTA", "DUP", "UNKEPT"};
+    return tag < 5 ? names[tag] : "unknown";
 }
 
 #define PAGE_FMT "page %zu (pfn 0x%llx): "
@@ -617,6 +685,12 @@ static int parse_section(ms_page_coder *pc, const uint64_t *pfns, size_t count, 
         it->off = off;
         switch (tag) {
         case MS_TAG_RAW:
+            it->len = pc->ps;
+            break;
+        case MS_TAG_UNKEPT:
+            if (!pc->store.cap)
+                return ms_error(MS_ERR_CORRUPT, PAGE_FMT "UNKEPT tag but neither delta nor dedup keeps pages",
+                                PAGE_ARG(i));
             it->len = pc->ps;
             break;
         case MS_TAG_ZERO:
@@ -680,6 +754,7 @@ static int apply_section(ms_page_coder *pc, const uint64_t *pfns, size_t count, 
         const uint8_t *src = in + it->off;
         switch (it->tag) {
         case MS_TAG_RAW:
+        case MS_TAG_UNKEPT:
             if (src != dst)
                 memmove(dst, src, pc->ps);
             break;
@@ -746,7 +821,8 @@ static int decode_section(ms_page_coder *pc, const uint64_t *pfns, size_t count,
     if (rc)
         return rc;
     for (size_t i = 0; i < count; i++) {
-        local.raw += pc->tags[i] == MS_TAG_RAW;
+        local.raw += pc->tags[i] == MS_TAG_RAW || pc->tags[i] == MS_TAG_UNKEPT;
+        local.unkept += pc->tags[i] == MS_TAG_UNKEPT;
         local.zero += pc->tags[i] == MS_TAG_ZERO;
         local.delta += pc->tags[i] == MS_TAG_DELTA;
         local.dup += pc->tags[i] == MS_TAG_DUP;

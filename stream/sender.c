@@ -1282,6 +1282,7 @@ static int alloc_state(ms_sender *s, const ms_session_config *cfg)
         .page_size = s->page_size,
         .delta_cache_bytes = cfg->delta_cache_bytes ? cfg->delta_cache_bytes : 64ull << 20,
         .dedup_bytes = cfg->dedup_bytes ? cfg->dedup_bytes : 64ull << 20,
+        .gate = s->chain.is_auto,
     };
     s->pool = calloc(s->depth, sizeof *s->pool);
     s->ch = calloc(s->nch, sizeof *s->ch);

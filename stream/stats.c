@@ -84,6 +84,9 @@ void ms_stats_print(const ms_stats *s, const char *title, FILE *f)
                "raw %" PRIu64 " (%.1f%%; %" PRIu64 " without cache entry, %" PRIu64 " delta not smaller)\n",
             st->zero, pct(st->zero, st->pages), st->dup, st->delta, pct(st->delta, st->pages), st->raw,
             pct(st->raw, st->pages), st->delta_miss, st->delta_nogain);
+    if (st->delta_off)
+        fprintf(f, "  delta gated off (auto): passed %" PRIu64 " pages, %" PRIu64 " sent without a stored copy\n",
+                st->delta_off, st->unkept);
     fprintf(f, "  compressor: %.1f MiB in -> %.1f MiB out (ratio %.2f)\n", mib(t->comp_in), mib(t->comp_out),
             ratio(t->comp_in, t->comp_out));
     fprintf(f, "  wall %.3f s, CPU %.3f s (%.0f%% of one core)\n", s->wall_s, s->cpu_s,
@@ -106,11 +109,12 @@ static void json_round(const ms_round_stats *r, double secs, FILE *f)
             ",\"raw_bytes\":%" PRIu64 ",\"wire_bytes\":%" PRIu64 ",\"ratio\":%.4f,\"seconds\":%.6f"
             ",\"raw_MiBps\":%.2f,\"stage\":{\"pages\":%" PRIu64 ",\"zero\":%" PRIu64 ",\"dup\":%" PRIu64
             ",\"delta\":%" PRIu64 ",\"delta_miss\":%" PRIu64 ",\"delta_nogain\":%" PRIu64 ",\"raw\":%" PRIu64
-            ",\"in_bytes\":%" PRIu64 ",\"out_bytes\":%" PRIu64 "},\"comp_in\":%" PRIu64 ",\"comp_out\":%" PRIu64
+            ",\"delta_off\":%" PRIu64 ",\"unkept\":%" PRIu64 ",\"in_bytes\":%" PRIu64 ",\"out_bytes\":%" PRIu64 "},\"comp_in\":%" PRIu64 ",\"comp_out\":%" PRIu64
             ",\"comp_bytes\":{\"none\":%" PRIu64 ",\"lz4\":%" PRIu64 ",\"zstd\":%" PRIu64 "}}",
             r->round, r->frames, r->pages, r->opaque_bytes, r->raw_bytes, r->wire_bytes,
             ratio(r->raw_bytes, r->wire_bytes), secs, secs > 0 ? mib(r->raw_bytes) / secs : 0.0, st->pages,
-            st->zero, st->dup, st->delta, st->delta_miss, st->delta_nogain, st->raw, st->in_bytes,
+            st->zero, st->dup, st->delta, st->delta_miss, st->delta_nogain, st->raw, st->delta_off, st->unkept,
+            st->in_bytes,
             st->out_bytes, r->comp_in, r->comp_out, r->comp_bytes[MS_COMP_NONE], r->comp_bytes[MS_COMP_LZ4],
             r->comp_bytes[MS_COMP_ZSTD]);
 }

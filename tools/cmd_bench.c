@@ -162,6 +162,15 @@ static void gen_sample(uint8_t *img, size_t npages, uint64_t seed, size_t counts
  * writes touch fields and strings, not isolated bytes. */
 static void mutate_page(uint8_t *p, double frac, uint64_t *rs)
 {
+    if (frac >= 1.0) {
+        /* Rewritten whole (a buffer refilled, encrypted or compressed data):
+         * the case where delta can save nothing. */
+        for (size_t i = 0; i < PS; i += 8) {
+            uint64_t v = rng_next(rs);
+            memcpy(p + i, &v, 8);
+        }
+        return;
+    }
     size_t want = (size_t)(frac * PS), done = 0;
     while (done < want) {
         size_t off = rng_next(rs) % PS, len = 1 + rng_next(rs) % 16;
@@ -447,7 +456,7 @@ static void warm_up(const ms_chain *c, bool direct, const frame_list *fl, bench_
  * the direct call. Both see the same frame back to back, and which goes
  * first alternates, so each finds the frame in the CPU cache half of the
  * time and neither gains from the other's reads. */
-static int run_once(const ms_chain *c, bool direct, const frame_list *fl, const bench_opts *o,
+static int run_once(const ms_chain *c, bool gate, bool direct, const frame_list *fl, const bench_opts *o,
                     bench_ctx *x, run_result *cr, run_result *dr)
 {
     int rc = MS_OK;
@@ -457,7 +466,9 @@ static int run_once(const ms_chain *c, bool direct, const frame_list *fl, const 
     memset(dr, 0, sizeof *dr);
     warm_up(c, direct, fl, x);
     long rss0 = rss_kib(), rss_peak = rss0;
-    ms_page_coder *enc = ms_page_coder_new(&cfg), *dec = ms_page_coder_new(&cfg);
+    ms_page_coder *dec = ms_page_coder_new(&cfg);
+    cfg.gate = gate;
+    ms_page_coder *enc = ms_page_coder_new(&cfg);
     if (!enc || !dec) {
         rc = ms_last_code() ? ms_last_code() : MS_ERR_NOMEM;
         goto out;
@@ -623,6 +634,7 @@ typedef struct chain_report {
     ms_chain chain;
     run_result chain_r, direct_r;
     bool has_direct;
+    bool gate; /* "+gate": the encoder gates delta as auto's does */
 } chain_report;
 
 typedef struct mem_report {
@@ -680,14 +692,17 @@ static void print_text(const bench_opts *o, const bench_data *d, const chain_rep
         printf("%s\n", r->mismatch || cr[i].direct_r.mismatch ? "  DECODE MISMATCH" : "");
     }
     printf("(r2 rat: ratio of rounds 2.. alone, the resent pages)\n\npage stages: zero / dup / delta / "
-           "delta miss / delta no gain / raw pages\n");
+           "delta miss / delta no gain / raw pages (+gate: / passed by delta / sent unkept)\n");
     for (size_t i = 0; i < n; i++) {
         const ms_stage_stats *st = &cr[i].chain_r.st;
         if (!cr[i].chain.stages)
             continue;
-        printf("  %-24s %llu / %llu / %llu / %llu / %llu / %llu\n", cr[i].name,
+        printf("  %-24s %llu / %llu / %llu / %llu / %llu / %llu", cr[i].name,
                (unsigned long long)st->zero, (unsigned long long)st->dup, (unsigned long long)st->delta, (unsigned long long)st->delta_miss,
                (unsigned long long)st->delta_nogain, (unsigned long long)st->raw);
+        if (cr[i].gate)
+            printf(" / %llu / %llu", (unsigned long long)st->delta_off, (unsigned long long)st->unkept);
+        printf("\n");
     }
     printf("\nzero-page check: %.1f GB/s on zero pages streamed from memory (glibc memchr reading "
            "the same pages: %.1f GB/s), %.1f GB/s in cache\n",
@@ -757,10 +772,11 @@ static void print_json(const bench_opts *o, const bench_data *d, const chain_rep
         printf(",");
         json_run("through_chain", &cr[i].chain_r);
         printf(",\"stages\":{\"zero\":%llu,\"dup\":%llu,\"delta\":%llu,\"delta_miss\":%llu,\"delta_nogain\":%llu,"
-               "\"raw\":%llu,\"section_bytes\":%llu}",
+               "\"raw\":%llu,\"delta_off\":%llu,\"unkept\":%llu,\"section_bytes\":%llu}",
                (unsigned long long)st->zero, (unsigned long long)st->dup, (unsigned long long)st->delta,
                (unsigned long long)st->delta_miss, (unsigned long long)st->delta_nogain,
-               (unsigned long long)st->raw, (unsigned long long)st->out_bytes);
+               (unsigned long long)st->raw, (unsigned long long)st->delta_off, (unsigned long long)st->unkept,
+               (unsigned long long)st->out_bytes);
         if (cr[i].has_direct) {
             const run_result *r = &cr[i].chain_r, *dr = &cr[i].direct_r;
             char dn[16];
@@ -797,11 +813,13 @@ static void usage_codecs(FILE *f)
             "directly on the same pages. Throughput is MB/s per core (CPU time).\n\n"
             "  --image FILE        memory image to read (default: built-in mixed sample)\n"
             "  --size MIB          size of the built-in sample (default 64)\n"
-            "  --chains LIST       chains separated by ';' (default \"%s\")\n"
+            "  --chains LIST       chains separated by ';' (default \"%s\"); a chain\n"
+            "                      ending in \"+gate\" gates delta as auto does\n"
             "  --frame-pages N     pages per frame, 1..1024 (default 256)\n"
             "  --mutate FRACTION   resend this fraction of the non-zero pages, modified, in a\n"
             "                      second round so delta is measured (default 0.05; 0: one round)\n"
-            "  --page-change FRAC  fraction of a modified page's bytes changed (default 0.05)\n"
+            "  --page-change FRAC  fraction of a modified page's bytes changed (default 0.05;\n"
+            "                      1: each resend rewrites the page whole with random bytes)\n"
             "  --rounds N          rounds in all, 2..16: every round after the first resends the\n"
             "                      same pages, changed again (default 2)\n"
             "  --cache-mib N       delta's share of the page store, per side (default 64)\n"
@@ -908,12 +926,19 @@ static int parse_chains(const char *list, chain_report *cr, size_t *n)
         }
         chain_report *c = &cr[*n];
         memset(c, 0, sizeof *c);
+        char *plus = strstr(tok, "+gate");
+        if (plus && !plus[5]) {
+            c->gate = true;
+            *plus = 0;
+        }
         rc = ms_chain_parse(tok, &c->chain);
         if (!rc && c->chain.is_auto)
             rc = ms_error(MS_ERR_INVAL, "--chains: \"%s\": auto needs a link to measure; benchmark "
                                         "concrete chains", tok);
         if (!rc) {
-            ms_chain_format(&c->chain, c->name, sizeof c->name);
+            ms_chain_format(&c->chain, c->name, sizeof c->name - 8);
+            if (c->gate)
+                strcat(c->name, "+gate");
             c->has_direct = c->chain.comp == MS_COMP_LZ4 || c->chain.comp == MS_COMP_ZSTD;
             (*n)++;
         }
@@ -969,7 +994,7 @@ static int run_all(const bench_opts *o, const frame_list *fl, bench_ctx *x, chai
     for (size_t i = 0; i < n; i++) {
         for (unsigned rep = 0; rep < o->repeat; rep++) {
             run_result r, dr;
-            int rc = run_once(&cr[i].chain, cr[i].has_direct, fl, o, x, &r, &dr);
+            int rc = run_once(&cr[i].chain, cr[i].gate, cr[i].has_direct, fl, o, x, &r, &dr);
             if (rc)
                 return ms_error_wrap(rc, "chain %s", cr[i].name);
             keep_best(&cr[i].chain_r, &r, rep == 0);

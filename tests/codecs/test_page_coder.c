@@ -662,6 +662,14 @@ static void test_corrupt_crafted(void)
     expect_corrupt(dec, pfns, 1, (const uint8_t[]){MS_TAG_ZERO}, 0, "shorter than its 1 tags");
     ms_page_coder *donly = coder(MS_STAGE_DELTA, CPS, 0);
     expect_corrupt(donly, pfns, 1, z1, 1, "ZERO tag but the zero stage is off");
+    memset(sec, 0x17, CPS);
+    sec[CPS] = MS_TAG_UNKEPT;
+    expect_corrupt(zonly, pfns, 1, sec, CPS + 1, "page 0 (pfn 0x10): UNKEPT tag but neither delta nor dedup keeps pages");
+    /* UNKEPT drops the stored version: a DELTA against it is refused. */
+    CU_ASSERT_EQUAL(ms_page_coder_decode(dec, pfns, 1, d1, sizeof d1, out, NULL), MS_OK);
+    CU_ASSERT_EQUAL(ms_page_coder_decode(dec, pfns, 1, sec, CPS + 1, out, NULL), MS_OK);
+    CU_ASSERT(out[0] == 0x17 && out[CPS - 1] == 0x17);
+    expect_corrupt(dec, pfns, 1, d1, sizeof d1, "page 0 (pfn 0x10): DELTA but no cached version");
     /* Without stages the section is the pages: any other length is wrong. */
     expect_corrupt(plain, pfns, 2, sec, 2 * CPS + 2, "expected 512 for 2 raw pages");
     CU_ASSERT_EQUAL(ms_page_coder_decode(plain, pfns, 2, sec, 2 * CPS, out, NULL), MS_OK);
@@ -676,6 +684,129 @@ static void test_corrupt_crafted(void)
     ms_page_coder_free(plain);
     ms_page_coder_free(zonly);
     ms_page_coder_free(donly);
+}
+
+/* ---- the stage gate (sender with auto) ---- */
+
+#define GPS 512u   /* small pages keep the many sections of these tests fast */
+#define GPAGES 64u /* pages per section: a gate window is 16 sections */
+
+/* A pair whose encoder gates its stages, as the sender does under auto; the
+ * decoder is an ordinary receiver's. */
+static void pair_open_gated(pair *p, const char *chain)
+{
+    pair_open(p, chain, GPS, 0, GPAGES);
+    ms_page_coder_free(p->enc);
+    ms_page_coder_config cfg = {.stages = p->chain.stages, .page_size = GPS, .gate = true};
+    p->enc = coder_cfg(&cfg);
+}
+
+/* One section of GPAGES pages at pfns base.., each page made by `fill`. */
+typedef void (*gate_fill)(uint8_t *page, size_t i, uint64_t *rs);
+
+static void gate_section(pair *p, uint64_t base, gate_fill fill, uint8_t *pg, uint64_t *rs)
+{
+    uint64_t pfn[GPAGES];
+    for (size_t i = 0; i < GPAGES; i++) {
+        pfn[i] = base + i;
+        fill(pg + i * GPS, i, rs);
+    }
+    pair_send(p, pfn, pg, GPAGES, (base / GPAGES) % 2);
+}
+
+static void fill_random(uint8_t *page, size_t i, uint64_t *rs)
+{
+    (void)i;
+    t_fill(page, GPS, TK_RANDOM, rs);
+}
+
+/* Few bytes change: delta saves almost the whole page. */
+static void fill_touch(uint8_t *page, size_t i, uint64_t *rs)
+{
+    page[(i * 7 + t_rand(rs)) % GPS] ^= 0x5a;
+}
+
+/* Resent pages rewritten whole: delta examines them and saves nothing, so
+ * the gate passes it over for stretches that grow; once pages change a
+ * little again, delta comes back within one longest stretch plus a window,
+ * and the ordinary receiver decodes every section meanwhile. */
+static void test_gate_delta(void)
+{
+    uint64_t rs = 77;
+    uint8_t *pg = calloc(GPAGES, GPS);
+    pair p;
+    pair_open_gated(&p, "zero,delta,lz4");
+    const unsigned sections = 400;
+    for (unsigned k = 0; k < sections; k++)
+        gate_section(&p, 0, fill_random, pg, &rs);
+    uint64_t pages = (uint64_t)sections * GPAGES;
+    CU_ASSERT_EQUAL(p.est.delta, 0);
+    /* Examined: the windows that earned the stretches 16, 32, ..., 256. */
+    CU_ASSERT(p.est.delta_nogain <= pages / 4);
+    CU_ASSERT(p.est.delta_off >= pages * 3 / 4);
+    CU_ASSERT_EQUAL(p.est.delta_off + p.est.delta_nogain + p.est.delta_miss, pages);
+    /* No other stage wants the pages delta passed: they were not kept. */
+    CU_ASSERT_EQUAL(p.est.unkept, p.est.delta_off);
+    CU_ASSERT_EQUAL(p.dst.unkept, p.est.unkept);
+
+    ms_stage_stats before = p.est;
+    unsigned back = 0;
+    for (unsigned k = 0; k < MS_GATE_OFF_MAX + 40; k++) {
+        uint64_t d = p.est.delta;
+        gate_section(&p, 0, fill_touch, pg, &rs);
+        if (!back && p.est.delta > d)
+            back = k + 1;
+    }
+    CU_ASSERT(back > 0 && back <= MS_GATE_OFF_MAX + 1);
+    /* On for good: the last sections are all delta. */
+    ms_stage_stats mid = p.est;
+    for (unsigned k = 0; k < 20; k++)
+        gate_section(&p, 0, fill_touch, pg, &rs);
+    CU_ASSERT_EQUAL(p.est.delta - mid.delta, 20u * GPAGES);
+    CU_ASSERT_EQUAL(p.est.delta_off, mid.delta_off);
+    CU_ASSERT(mid.delta_off >= before.delta_off);
+    pair_close(&p);
+    free(pg);
+}
+
+/* Dedup is never gated: after 200 sections of unique pages, in which it
+ * found nothing, it still finds the latest contents at other pfns; delta,
+ * gated meanwhile, left every page kept because dedup may want it. */
+static void test_gate_keeps_dedup(void)
+{
+    uint64_t rs = 78;
+    uint8_t *pg = calloc(GPAGES, GPS);
+    pair p;
+    pair_open_gated(&p, "zero,dedup,delta,lz4");
+    for (unsigned k = 0; k < 200; k++)
+        gate_section(&p, 0, fill_random, pg, &rs);
+    CU_ASSERT_EQUAL(p.est.dup, 0);
+    CU_ASSERT(p.est.delta_off > 0);
+    CU_ASSERT_EQUAL(p.est.unkept, 0);
+    uint64_t pfn[GPAGES];
+    for (size_t i = 0; i < GPAGES; i++)
+        pfn[i] = 100000 + i;
+    ms_stage_stats mid = p.est;
+    pair_send(&p, pfn, pg, GPAGES, false);
+    CU_ASSERT_EQUAL(p.est.dup - mid.dup, GPAGES);
+    pair_close(&p);
+    free(pg);
+}
+
+/* Without the gate (every sender but auto's) nothing is ever passed over. */
+static void test_gate_off_by_default(void)
+{
+    uint64_t rs = 79;
+    uint8_t *pg = calloc(GPAGES, GPS);
+    pair p;
+    pair_open(&p, "zero,dedup,delta,lz4", GPS, 0, GPAGES);
+    for (unsigned k = 0; k < 100; k++)
+        gate_section(&p, 0, fill_random, pg, &rs);
+    CU_ASSERT_EQUAL(p.est.delta_off, 0);
+    CU_ASSERT_EQUAL(p.est.unkept, 0);
+    CU_ASSERT_EQUAL(p.est.delta_nogain, 99u * GPAGES);
+    pair_close(&p);
+    free(pg);
 }
 
 static void test_config(void)
@@ -720,6 +851,9 @@ MS_TEST_MAIN({
         {"page coder: every truncation, extra bytes", test_corrupt_truncations},
         {"page coder: crafted defects named precisely", test_corrupt_crafted},
         {"page coder: configuration checks", test_config},
+        {"gate: delta passed over while it saves nothing, back when it pays", test_gate_delta},
+        {"gate: dedup never gated, its pages kept while delta is off", test_gate_keeps_dedup},
+        {"gate: off unless asked for", test_gate_off_by_default},
         {NULL, NULL},
     };
     ms_test_add_suite("codecs", cases);

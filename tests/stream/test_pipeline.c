@@ -17,6 +17,7 @@ typedef struct params {
     bool sealed;
     unsigned npages, rounds, batch;
     double mutate;
+    bool rewrite;          /* a mutated page is rewritten whole, not touched */
     unsigned opaque_every; /* an opaque record after every k batches (0: none) */
     const char *record;    /* path: also record the stream here */
 } params;
@@ -28,6 +29,7 @@ typedef struct result {
     ms_buf opaque;      /* all opaque bytes, in order */
     ms_stats rx_stats;
     uint64_t tx_pages, tx_raw, tx_digest;
+    ms_stage_stats tx_stage;
 } result;
 
 static void result_free(result *r)
@@ -61,8 +63,17 @@ static size_t pick_round(const params *p, unsigned round, uint8_t *image, uint64
     n = (size_t)(p->mutate * p->npages);
     if (n == 0)
         n = 1;
-    for (size_t i = 0; i < n; i++)
-        th_mutate_page(image + pfns[i] * MS_PAGE_SIZE, rng);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *page = image + pfns[i] * MS_PAGE_SIZE;
+        if (!p->rewrite) {
+            th_mutate_page(page, rng);
+            continue;
+        }
+        for (size_t b = 0; b < MS_PAGE_SIZE; b += 8) {
+            *rng = th_mix(*rng);
+            memcpy(page + b, rng, 8);
+        }
+    }
     return n;
 }
 
@@ -156,6 +167,7 @@ static void run_session(const params *p, th_sink *sink, result *res)
     res->tx_pages = st->total.pages;
     res->tx_raw = st->total.raw_bytes;
     res->tx_digest = st->content_hash;
+    res->tx_stage = st->total.stage;
     if (rc == MS_OK)
         CU_ASSERT(st->verified);
     ms_sender_free(s);
@@ -239,6 +251,37 @@ static void test_chains(void)
         params p = base("fd", 3);
         p.chain = chains[i];
         round_trip(&p);
+    }
+}
+
+/* Pages rewritten whole every round: auto's sender passes delta over and
+ * keeps no copies (UNKEPT), the receiver follows from the tags alone, and
+ * every round still arrives intact. A fixed chain never gates. */
+static void test_auto_gates_delta(void)
+{
+    for (int fixed = 0; fixed < 2; fixed++) {
+        params p = base("fd", 3);
+        p.chain = fixed ? "zero,delta,lz4" : "zero,delta,auto";
+        p.rounds = 12;
+        p.mutate = 1.0;
+        p.rewrite = true;
+        p.opaque_every = 0;
+        th_sink sink;
+        result res;
+        th_sink_init(&sink);
+        run_session(&p, &sink, &res);
+        check_result(&p, &sink, &res);
+        if (fixed) {
+            CU_ASSERT_EQUAL(res.tx_stage.delta_off, 0);
+            CU_ASSERT_EQUAL(res.tx_stage.delta, 0);
+            CU_ASSERT_EQUAL(res.tx_stage.delta_nogain + res.tx_stage.delta_miss + res.tx_stage.zero, 12u * p.npages);
+        } else {
+            CU_ASSERT(res.tx_stage.delta_off >= 11u * p.npages / 2);
+            CU_ASSERT(res.tx_stage.unkept > 0);
+        }
+        CU_ASSERT_EQUAL(res.rx_stats.total.stage.unkept, res.tx_stage.unkept);
+        result_free(&res);
+        th_sink_free(&sink);
     }
 }
 
@@ -622,6 +665,7 @@ MS_TEST_MAIN({
         {"fd, 1..8 channels, rounds, mutation", test_fd_channels_1_to_8},
         {"tcp, 1..8 channels, sealed on even", test_tcp_channels_1_to_8},
         {"every chain", test_chains},
+        {"auto gates delta on pages rewritten whole", test_auto_gates_delta},
         {"sealed, 8 rounds, odd batches", test_sealed_many_rounds},
         {"opaque records interleaved in order", test_opaque_interleaved},
         {"large opaque record split and joined", test_opaque_large},
