@@ -61,7 +61,7 @@ double ms_auto_throughput(const ms_auto_view *v, unsigned cand)
  * more. */
 double ms_auto_estimate(const ms_auto_view *v, unsigned cand)
 {
-    if (cand >= MS_AUTO_NCAND)
+    if (cand >= MS_AUTO_NCAND || (cand == MS_AUTO_NONE && v->link_unseen))
         return 0;
     ms_auto_view d = *v;
     if (v->wire_rate[cand] > 0)
@@ -83,19 +83,33 @@ double ms_auto_estimate(const ms_auto_view *v, unsigned cand)
  * around one threshold cannot make it flap. */
 #define NONE_MARGIN 1.10
 
+/* A costlier compressor must promise this much more than a cheaper one:
+ * two candidates' estimates differ by a few percent from noise alone (each
+ * efficiency was measured on other data), and one at 1 Gbit/s was enough
+ * to send a third of the frames with zstd:3 at three times zstd:1's CPU. */
+#define COSTLIER_MARGIN 0.05
+
 unsigned ms_auto_decide(const ms_auto_view *v, unsigned current, double hysteresis)
 {
-    double t[MS_AUTO_NCAND], max_t = 0, tol = 1.0 + (hysteresis > 0 ? hysteresis : 0);
+    double t[MS_AUTO_NCAND], max_t = 0, max_c = 0, tol = 1.0 + (hysteresis > 0 ? hysteresis : 0);
+    double within = 1.0 + fmax(hysteresis, COSTLIER_MARGIN);
     for (unsigned c = 0; c < MS_AUTO_NCAND; c++) {
         t[c] = ms_auto_estimate(v, c) / (c == MS_AUTO_NONE ? NONE_MARGIN : 1.0);
-        if (t[c] > max_t)
-            max_t = t[c];
+        max_t = fmax(max_t, t[c]);
+        if (c != MS_AUTO_NONE)
+            max_c = fmax(max_c, t[c]);
     }
     unsigned best = MS_AUTO_LZ4;
     while (best < MS_AUTO_NCAND && !(t[best] > 0 && t[best] * tol >= max_t))
         best++;
+    /* Among the compressors, the costlier must clear COSTLIER_MARGIN. */
+    for (unsigned c = MS_AUTO_LZ4; best < MS_AUTO_NCAND && c < best; c++)
+        if (t[c] > 0 && t[c] * within >= max_c) {
+            best = c;
+            break;
+        }
     if (best == MS_AUTO_NCAND)
-        best = MS_AUTO_NONE;
+        best = v->link_unseen && current < MS_AUTO_NCAND ? current : MS_AUTO_NONE;
     bool cheaper = best == MS_AUTO_NONE ? current != MS_AUTO_NONE : current != MS_AUTO_NONE && current < best;
     if (cheaper && current < MS_AUTO_NCAND && t[current] * tol * tol >= max_t)
         return current;
@@ -124,7 +138,8 @@ struct ms_auto {
      * have faded. */
     double last_link_sample;
     unsigned windows_since_switch;
-    bool full_in_a_row; /* link unknown: the last window was full */
+    bool full_in_a_row;    /* link unknown: the last window was full */
+    unsigned free_in_a_row; /* link unknown: windows in a row not full */
     /* Efficiency and wire rate as measured, and the frame count when they
      * last were. */
     double efficiency[MS_AUTO_NCAND], wire_rate[MS_AUTO_NCAND];
@@ -196,8 +211,16 @@ ms_auto *ms_auto_new(const ms_auto_config *cfg)
         a->factor[c] = factor_prior[c];
         a->speed_factor[c] = speed_prior[c];
     }
-    /* Until the others are measured, the only known choice is none. */
-    a->st.current = MS_AUTO_NONE;
+    /* Until the link is seen, sending as is risks the most (on a slow
+     * link a whole socket buffer of raw pages queues before the first
+     * window closes), lz4 the least. With a cap the formula decides at
+     * once, and until the compressors are measured the only known choice
+     * is none. */
+    a->view.link_unseen = !(a->cfg.link_cap > 0);
+    a->st.current = a->view.link_unseen ? MS_AUTO_LZ4 : MS_AUTO_NONE;
+    /* Held like any switch: the first windows tell the link, not lz4. */
+    if (a->view.link_unseen)
+        a->windows_since_switch = 0;
     pthread_mutex_init(&a->lock, NULL);
     return a;
 }
@@ -263,6 +286,9 @@ void ms_auto_link_sample(ms_auto *a, double bytes_per_s, int limit)
         if (saturated && a->full_in_a_row)
             v->link_rate = bytes_per_s;
         a->full_in_a_row = saturated;
+        a->free_in_a_row = saturated ? 0 : a->free_in_a_row + 1;
+        if (v->link_rate > 0 || a->free_in_a_row >= MS_AUTO_FREE_WINDOWS)
+            v->link_unseen = false;
     } else if (bytes_per_s > v->link_rate || saturated)
         v->link_rate = ewma(v->link_rate, bytes_per_s, a->cfg.alpha);
     if (bytes_per_s != a->last_link_sample) {

@@ -218,7 +218,12 @@ typedef struct ms_auto_view {
     /* A candidate without a measured efficiency has its CPU rate divided by
      * 1 + this before the formula (0: no margin). */
     double trial_margin;
+    /* No link rate is known and the wire has not yet been seen free (not
+     * full for MS_AUTO_FREE_WINDOWS windows in a row): sending as is is no
+     * candidate, since on a slow link it is the worst. */
+    bool link_unseen;
 } ms_auto_view;
+#define MS_AUTO_FREE_WINDOWS 3
 
 /* Pure rule, no clocks: 0 if the candidate's estimates are unknown. */
 double ms_auto_throughput(const ms_auto_view *v, unsigned cand);
@@ -227,10 +232,12 @@ double ms_auto_throughput(const ms_auto_view *v, unsigned cand);
  * cpu_rate[cand] / (1 + trial_margin). */
 double ms_auto_estimate(const ms_auto_view *v, unsigned cand);
 /* The best candidate: the cheapest compressor within `hysteresis` of the
- * best estimate; sending as is only when it beats every compressor by 10%
- * more (a compressor sees the data turn compressible, sending as is does
- * not). `current` is kept until it falls twice the hysteresis behind (so
- * small changes cause no flapping). */
+ * best estimate, and a costlier compressor only if it promises 5% more
+ * than a cheaper one; sending as is only when it beats every compressor by
+ * 10% more (a compressor sees the data turn compressible, sending as is
+ * does not) and never while v->link_unseen. `current` is kept until it
+ * falls twice the hysteresis behind (so small changes cause no
+ * flapping). */
 unsigned ms_auto_decide(const ms_auto_view *v, unsigned current, double hysteresis);
 /* Concrete chain of a candidate with the session's page stages. */
 void ms_auto_chain(unsigned cand, uint32_t stages, ms_chain *out);
