@@ -12,8 +12,14 @@ usage: bench/eval_summary.py OUT [--dat=FILE] [--spread]
 Reads OUT/LINK-WORKLOAD-REP.json ({"migrations": [report, ...]}, one report
 per policy) and prints, per link and workload, the median over repetitions
 of total time, downtime, live rounds and wire bytes for each policy, the
-change against precopy, and whether every migration verified; then, if
-eval-fragsched.sh -d measured them, each workload's dirty rate."""
+change against precopy, and whether every migration verified; then how
+much time any policy could save (below); then, if eval-fragsched.sh -d
+measured them, each workload's dirty rate.
+
+The bound: every policy here sends all of memory in its first pass, and
+that pass is the same work whatever follows, so no policy can take less
+than the first pass. precopy's first-pass share of its total time caps the
+time any of them can save against it (before the pause costs anything)."""
 import glob
 import json
 import os
@@ -175,7 +181,25 @@ def main():
                 print("| %s | %s | %s | %d | %s | %.2f | %.2f | %s | %g | %s | %s | %s |" % (
                     link, wl, pol, len(rs), fmt(ts, "%.2f", spread), fp, af, fmt(ds, "%.1f", spread), n,
                     fmt(ws, "%.1f", spread), "yes" if ok else "NO", cmp))
+    print_bounds(runs, links, order)
     print_dirty_rates(outdir, order)
+
+
+def print_bounds(runs, links, order):
+    print()
+    print("| link | workload | precopy: total s | its first pass s | largest time cut any policy could make | fragmented's cut |")
+    print("|---|---|---|---|---|---|")
+    for link in links:
+        wls = sorted({k[1] for k in runs if k[0] == link}, key=lambda w: order.index(w) if w in order else 99)
+        for wl in wls:
+            base = runs.get((link, wl, "precopy"), [])
+            frag = runs.get((link, wl, "fragmented"), [])
+            if not base:
+                continue
+            bt = med([r["total_s"] for r in base])
+            fp = med([first_pass(r) for r in base])
+            cut = "%.0f%%" % ((1 - med([r["total_s"] for r in frag]) / bt) * 100) if frag else "-"
+            print("| %s | %s | %.2f | %.2f | %.0f%% | %s |" % (link, wl, bt, fp, (1 - fp / bt) * 100, cut))
 
 
 def print_dirty_rates(outdir, order):
