@@ -78,6 +78,7 @@ typedef struct psrc {
     int closed_code;    /* set once the root process is gone */
     char closed_msg[200];
     bool root_reaped;
+    char comm[32]; /* the root process's name, for the description */
     ms_process_stats st;
 } psrc;
 
@@ -989,6 +990,28 @@ static proc *shared_mapping(psrc *ps, const span *s, uint64_t pg, uint64_t *addr
     return NULL;
 }
 
+static const char *method_name(psrc *ps);
+
+/* The description says what is tracked now: a started command maps most of
+ * its memory after tracking began. */
+static void describe(ms_page_source *s)
+{
+    psrc *ps = s->priv;
+    snprintf(s->desc, sizeof s->desc, "pid %d (%s): %zu process%s, %zu ranges, %llu MiB, %s", ps->root_pid,
+             ps->comm, ps->nprocs, ps->nprocs == 1 ? "" : "es", ps->nspans,
+             (unsigned long long)(s->npages * s->page_size >> 20), method_name(ps));
+}
+
+/* Pages only ever grow in number, never past capacity. */
+static void grow_to_hw(ms_page_source *s)
+{
+    psrc *ps = s->priv;
+    if (!ps->grow || ps->hw <= s->npages)
+        return;
+    s->npages = ps->hw;
+    describe(s);
+}
+
 static int process_read(ms_page_source *s, const uint64_t *idx, size_t n, uint8_t *out)
 {
     psrc *ps = s->priv;
@@ -1044,8 +1067,7 @@ static int process_start(ms_page_source *s)
     if (!ps->carry)
         return ms_error(MS_ERR_NOMEM, "process source: bitmap of %llu pages", (unsigned long long)ps->capacity);
     int rc = rescan(s, NULL, ps->carry, true);
-    if (ps->grow && ps->hw > s->npages)
-        s->npages = ps->hw; /* only grows, never past capacity */
+    grow_to_hw(s);
     return rc;
 }
 
@@ -1059,8 +1081,7 @@ static int process_dirty(ms_page_source *s, uint64_t *bm)
         free(ps->carry);
         ps->carry = NULL;
     }
-    if (ps->grow && ps->hw > s->npages)
-        s->npages = ps->hw;
+    grow_to_hw(s);
     return rc;
 }
 
@@ -1313,18 +1334,16 @@ static int finish_build(ms_page_source *s)
         ps->capacity = ps->hw;
     s->npages = ps->hw;
     ps->built = true;
-    char comm[32] = "?";
+    snprintf(ps->comm, sizeof ps->comm, "?");
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/comm", ps->root_pid);
     FILE *f = fopen(path, "re");
     if (f) {
-        if (fgets(comm, sizeof comm, f))
-            comm[strcspn(comm, "\n")] = 0;
+        if (fgets(ps->comm, sizeof ps->comm, f))
+            ps->comm[strcspn(ps->comm, "\n")] = 0;
         fclose(f);
     }
-    snprintf(s->desc, sizeof s->desc, "pid %d (%s): %zu process%s, %zu ranges, %llu MiB, %s", ps->root_pid, comm,
-             ps->nprocs, ps->nprocs == 1 ? "" : "es", ps->nspans, (unsigned long long)(ps->hw >> 8),
-             method_name(ps));
+    describe(s);
     return MS_OK;
 }
 
