@@ -326,6 +326,7 @@ struct ms_page_coder {
     page_item *items;
     uint8_t *tags;
     uint64_t *hashes;
+    uint64_t *targets; /* DUP of the store: the pfn referenced (else NO_TARGET) */
     size_t items_cap;
     seen_page *seen;
     size_t seen_mask;
@@ -357,6 +358,7 @@ void ms_page_coder_free(ms_page_coder *pc)
     free(pc->items);
     free(pc->tags);
     free(pc->hashes);
+    free(pc->targets);
     free(pc->seen);
     free(pc->scratch);
     free(pc);
@@ -432,6 +434,9 @@ static int reserve_items(ms_page_coder *pc, size_t count)
     uint64_t *hashes = realloc(pc->hashes, count * sizeof *hashes);
     if (hashes)
         pc->hashes = hashes;
+    uint64_t *targets = realloc(pc->targets, count * sizeof *targets);
+    if (targets)
+        pc->targets = targets;
     /* The section table: a power of two at least twice the page count. */
     size_t slots = 2;
     while (slots < 2 * count)
@@ -441,7 +446,7 @@ static int reserve_items(ms_page_coder *pc, size_t count)
         pc->seen = seen;
         pc->seen_mask = slots - 1;
     }
-    if (!items || !tags || !hashes || !seen)
+    if (!items || !tags || !hashes || !targets || !seen)
         return ms_error(MS_ERR_NOMEM, "cannot allocate page coder state for %zu pages", count);
     pc->items_cap = count;
     return MS_OK;
@@ -468,8 +473,10 @@ static size_t encode_dup(ms_page_coder *pc, size_t i, uint64_t pfn, const uint8_
     uint32_t e = store_find_content(&pc->store, h, page);
     if (e != NIL) {
         uint64_t z = ms_zigzag((int64_t)(pc->store.e[e].pfn - pfn));
-        if (z < (UINT64_MAX >> 1))
+        if (z < (UINT64_MAX >> 1)) {
+            pc->targets[i] = pc->store.e[e].pfn;
             return ms_uleb_put(p, z << 1 | 1);
+        }
     }
     size_t slot = (size_t)(h * 0x9e3779b97f4a7c15ull >> 32) & pc->seen_mask;
     for (int probes = 0; pc->seen[slot].index != NIL; slot = (slot + 1) & pc->seen_mask) {
@@ -552,6 +559,25 @@ static uint8_t encode_page(ms_page_coder *pc, size_t idx, uint64_t pfn, const ui
     return MS_TAG_RAW;
 }
 
+#define NO_TARGET UINT64_MAX
+
+/* A content already held needs no second copy: without delta (which wants
+ * each pfn's own last version) a duplicate drops its pfn's entry and makes
+ * the content it matched the most recent instead, so a store flooded with
+ * copies (page cache and tmpfs holding the same files) keeps reaching back
+ * to the originals. Whatever slot the target pfn holds at this point in the
+ * section is touched, on both sides alike. */
+static void commit_dup(ms_page_coder *pc, uint64_t pfn, uint64_t target)
+{
+    if (target != pfn) /* a page resent unchanged keeps its copy */
+        store_drop(&pc->store, pfn);
+    uint32_t e = target == NO_TARGET ? NIL : store_find(&pc->store, target);
+    if (e != NIL) {
+        lru_unlink(&pc->store, e);
+        lru_push_head(&pc->store, e);
+    }
+}
+
 /* Store updates of a section, identical on both sides; the sender also
  * indexes the content (hashes, from the dedup stage). */
 static void commit(ms_page_coder *pc, const uint64_t *pfns, const uint8_t *tags, const uint8_t *pages,
@@ -559,9 +585,12 @@ static void commit(ms_page_coder *pc, const uint64_t *pfns, const uint8_t *tags,
 {
     if (!pc->store.cap)
         return;
+    bool share = !(pc->stages & MS_STAGE_DELTA);
     for (size_t i = 0; i < count; i++) {
         if (tags[i] == MS_TAG_ZERO || tags[i] == MS_TAG_UNKEPT)
             store_drop(&pc->store, pfns[i]);
+        else if (tags[i] == MS_TAG_DUP && share)
+            commit_dup(pc, pfns[i], pc->targets[i]);
         else
             store_put(&pc->store, pfns[i], pages + i * pc->ps, hashes ? &hashes[i] : NULL);
     }
@@ -618,8 +647,10 @@ int ms_page_coder_encode(ms_page_coder *pc, const uint64_t *pfns, const uint8_t 
         if (dedup)
             for (size_t i = 0; i <= pc->seen_mask; i++)
                 pc->seen[i].index = NIL;
-        for (size_t i = 0; i < count; i++)
+        for (size_t i = 0; i < count; i++) {
+            pc->targets[i] = NO_TARGET;
             pc->tags[i] = encode_page(pc, i, pfns[i], pages, &p, &local);
+        }
         memcpy(p, pc->tags, count);
         p += count;
         commit(pc, pfns, pc->tags, pages, count, dedup ? pc->hashes : NULL);
@@ -659,6 +690,7 @@ static int parse_dup(ms_page_coder *pc, const uint64_t *pfns, size_t i, const ui
     if (r & 1) {
         uint64_t target = pfns[i] + (uint64_t)ms_unzigzag(r >> 1);
         it->entry = store_find(&pc->store, target);
+        pc->targets[i] = target;
         if (it->entry == NIL)
             return ms_error(MS_ERR_CORRUPT, PAGE_FMT "DUP of pfn 0x%llx, which has no stored version",
                             PAGE_ARG(i), (unsigned long long)target);
@@ -681,6 +713,7 @@ static int parse_section(ms_page_coder *pc, const uint64_t *pfns, size_t count, 
         page_item *it = &pc->items[i];
         uint8_t tag = tags[i];
         int rc = MS_OK;
+        pc->targets[i] = NO_TARGET;
         it->tag = tag;
         it->off = off;
         switch (tag) {

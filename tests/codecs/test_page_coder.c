@@ -356,6 +356,11 @@ static void test_dedup_references(void)
             t_fill(pg, PS, TK_TEXT, &rs); /* 5000 gets new content */
             memcpy(pg + PS, a, PS);
             CU_ASSERT_EQUAL(send_dups(&p, pfn, pg, 2, inplace), 1);
+            /* Without delta, 7000 kept no copy of a duplicate (and 5000 no
+             * longer holds a): send a to 7000 again so that it holds it. */
+            pfn[0] = 7000;
+            memcpy(pg, a, PS);
+            send_dups(&p, pfn, pg, 1, inplace);
             pfn[0] = 7001;           /* reference first ... */
             pfn[1] = 7000;           /* ... then 7000 (holding a) overwritten */
             memcpy(pg, a, PS);
@@ -404,6 +409,51 @@ static void test_dedup_eviction(void)
     CU_ASSERT(ms_page_coder_cache_bytes(p.enc) <= bytes);
     free(pg);
     pair_close(&p);
+}
+
+/* Without delta a duplicate takes no slot: it drops its pfn's entry and
+ * makes the content it matched the most recent. A four-page store keeps
+ * reaching the originals however many copies pass; with delta each copy is
+ * its pfn's version and takes a slot, evicting the oldest. */
+static void test_dedup_copies_take_no_slot(void)
+{
+    for (int with_delta = 0; with_delta < 2; with_delta++) {
+        uint64_t rs = 9, bytes = 1, hi = 1 << 20;
+        uint32_t stages = MS_STAGE_DEDUP | (with_delta ? MS_STAGE_DELTA : 0);
+        while (bytes < hi) { /* the smallest budget that holds four pages */
+            uint64_t mid = bytes + (hi - bytes) / 2;
+            ms_page_coder_config cfg = {.stages = stages, .page_size = PS, .dedup_bytes = mid,
+                                        .delta_cache_bytes = mid};
+            ms_page_coder *pc = coder_cfg(&cfg);
+            if (ms_page_coder_cache_capacity(pc) >= 4)
+                hi = mid;
+            else
+                bytes = mid + 1;
+            ms_page_coder_free(pc);
+        }
+        pair p;
+        uint64_t total = with_delta ? 2 * bytes : bytes; /* pair_open splits it between the stages */
+        pair_open(&p, with_delta ? "dedup,delta,lz4" : "dedup,lz4", PS, total, 4);
+        CU_ASSERT_EQUAL(ms_page_coder_cache_capacity(p.enc), 4);
+        uint8_t *pg = malloc(4 * PS), *dup = malloc(PS);
+        uint64_t pfn[4] = {0, 1, 2, 3};
+        for (int i = 0; i < 4; i++)
+            t_fill(pg + i * PS, PS, TK_TEXT, &rs);
+        CU_ASSERT_EQUAL(send_dups(&p, pfn, pg, 4, false), 0);
+        /* Six copies of page 1's content at new pfns, one section each. */
+        memcpy(dup, pg + PS, PS);
+        for (uint64_t k = 0; k < 6; k++) {
+            uint64_t at = 100 + k;
+            CU_ASSERT_EQUAL(send_dups(&p, &at, dup, 1, k % 2), 1);
+        }
+        /* Page 0's content, the least recent original. */
+        uint64_t at = 200;
+        CU_ASSERT_EQUAL(send_dups(&p, &at, pg, 1, true), with_delta ? 0 : 1);
+        CU_ASSERT(ms_page_coder_cache_bytes(p.enc) <= total);
+        free(pg);
+        free(dup);
+        pair_close(&p);
+    }
 }
 
 /* A hash of two bits collides all the time: byte compares keep every
@@ -846,6 +896,7 @@ MS_TEST_MAIN({
         {"page coder: sender and receiver caches in step", test_caches_in_step},
         {"dedup: within a section, across sections, overwritten targets", test_dedup_references},
         {"dedup: contents evicted on both sides are not referenced", test_dedup_eviction},
+        {"dedup: without delta a copy takes no slot", test_dedup_copies_take_no_slot},
         {"dedup: forced hash collisions", test_dedup_weak_hash},
         {"page coder: every byte of a section flipped", test_corrupt_flips},
         {"page coder: every truncation, extra bytes", test_corrupt_truncations},
