@@ -108,6 +108,12 @@ unsigned ms_auto_decide(const ms_auto_view *v, unsigned current, double hysteres
             best = c;
             break;
         }
+    /* Coming down from a costlier current choice needs its lead to fall
+     * under half the margin, or estimates hovering at the margin would
+     * swap the two at every chance. */
+    if (best < MS_AUTO_NCAND && current < MS_AUTO_NCAND && current > best && t[current] >= max_c &&
+        t[current] > t[best] * (1.0 + (within - 1.0) / 2))
+        return current;
     if (best == MS_AUTO_NCAND)
         best = v->link_unseen && current < MS_AUTO_NCAND ? current : MS_AUTO_NONE;
     bool cheaper = best == MS_AUTO_NONE ? current != MS_AUTO_NONE : current != MS_AUTO_NONE && current < best;

@@ -235,8 +235,9 @@ double ms_auto_estimate(const ms_auto_view *v, unsigned cand);
  * best estimate, and a costlier compressor only if it promises 5% more
  * than a cheaper one; sending as is only when it beats every compressor by
  * 10% more (a compressor sees the data turn compressible, sending as is
- * does not) and never while v->link_unseen. `current` is kept until it
- * falls twice the hysteresis behind (so small changes cause no
+ * does not) and never while v->link_unseen. A cheaper `current` is kept
+ * until it falls twice the hysteresis behind, a costlier one until its
+ * lead falls under half the margin (so small changes cause no
  * flapping). */
 unsigned ms_auto_decide(const ms_auto_view *v, unsigned current, double hysteresis);
 /* Concrete chain of a candidate with the session's page stages. */

@@ -84,7 +84,7 @@ void ms_stats_print(const ms_stats *s, const char *title, FILE *f)
                "raw %" PRIu64 " (%.1f%%; %" PRIu64 " without cache entry, %" PRIu64 " delta not smaller)\n",
             st->zero, pct(st->zero, st->pages), st->dup, st->delta, pct(st->delta, st->pages), st->raw,
             pct(st->raw, st->pages), st->delta_miss, st->delta_nogain);
-    if (st->delta_off)
+    if (st->delta_off || st->unkept)
         fprintf(f, "  delta gated off (auto): passed %" PRIu64 " pages, %" PRIu64 " sent without a stored copy\n",
                 st->delta_off, st->unkept);
     fprintf(f, "  compressor: %.1f MiB in -> %.1f MiB out (ratio %.2f)\n", mib(t->comp_in), mib(t->comp_out),

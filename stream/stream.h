@@ -17,7 +17,7 @@ extern "C" {
 
 /* ======================= wire format (wire.c) =========================== */
 
-#define MS_WIRE_VERSION 1u
+#define MS_WIRE_VERSION 2u
 #define MS_FRAME_MAGIC 0x3146534du /* "MSF1" little-endian */
 #define MS_FRAME_HDR_SIZE 56u
 #define MS_MAX_FRAME_PAGES 1024u

@@ -109,10 +109,47 @@ static void test_costlier_margin(void)
     v = typical(12.5 * MB, 2);
     v.ratio[MS_AUTO_ZSTD3] = v.ratio[MS_AUTO_ZSTD1] / 1.07;
     CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_ZSTD1, 0.01), MS_AUTO_ZSTD3);
-    /* 4% does not, from either side. */
-    v.ratio[MS_AUTO_ZSTD3] = v.ratio[MS_AUTO_ZSTD1] / 1.04;
+    /* 4.5% does not move zstd:1 up; 5.5% does. */
+    v.ratio[MS_AUTO_ZSTD3] = v.ratio[MS_AUTO_ZSTD1] / 1.045;
     CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_ZSTD1, 0.01), MS_AUTO_ZSTD1);
+    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_LZ4, 0.01), MS_AUTO_ZSTD1);
+    v.ratio[MS_AUTO_ZSTD3] = v.ratio[MS_AUTO_ZSTD1] / 1.055;
+    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_ZSTD1, 0.01), MS_AUTO_ZSTD3);
+    /* Coming down needs the lead under half the margin (2.5%): zstd:3
+     * stays at 4.5% and 4%, so estimates hovering at the margin cannot
+     * swap the two; it leaves at 2%. */
+    v.ratio[MS_AUTO_ZSTD3] = v.ratio[MS_AUTO_ZSTD1] / 1.045;
+    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_ZSTD3, 0.01), MS_AUTO_ZSTD3);
+    v.ratio[MS_AUTO_ZSTD3] = v.ratio[MS_AUTO_ZSTD1] / 1.04;
+    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_ZSTD3, 0.01), MS_AUTO_ZSTD3);
+    v.ratio[MS_AUTO_ZSTD3] = v.ratio[MS_AUTO_ZSTD1] / 1.02;
     CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_ZSTD3, 0.01), MS_AUTO_ZSTD1);
+    unsigned cur = MS_AUTO_ZSTD1, changes = 0;
+    for (int i = 0; i < 100; i++) {
+        v.ratio[MS_AUTO_ZSTD3] = v.ratio[MS_AUTO_ZSTD1] / (i & 1 ? 1.055 : 1.045);
+        unsigned next = ms_auto_decide(&v, cur, 0.01);
+        changes += next != cur;
+        cur = next;
+    }
+    CU_ASSERT_EQUAL(changes, 1);
+}
+
+/* While the link is unseen sending as is is no candidate, even where the
+ * formula (link unknown: unlimited) would pick it; with nothing measured
+ * the current choice stays. */
+static void test_link_unseen_decide(void)
+{
+    ms_auto_view v = typical(0, 2);
+    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_LZ4, 0.01), MS_AUTO_NONE);
+    v.link_unseen = true;
+    CU_ASSERT_EQUAL(ms_auto_estimate(&v, MS_AUTO_NONE), 0);
+    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_LZ4, 0.01), MS_AUTO_LZ4);
+    CU_ASSERT_EQUAL(ms_auto_decide(&v, MS_AUTO_NONE, 0.01), MS_AUTO_LZ4);
+    ms_auto_view blank = {.workers = 2, .link_unseen = true};
+    blank.ratio[MS_AUTO_NONE] = 1.0;
+    blank.cpu_rate[MS_AUTO_NONE] = INFINITY;
+    CU_ASSERT_EQUAL(ms_auto_decide(&blank, MS_AUTO_LZ4, 0.01), MS_AUTO_LZ4);
+    CU_ASSERT_EQUAL(ms_auto_decide(&blank, MS_AUTO_ZSTD1, 0.01), MS_AUTO_ZSTD1);
 }
 
 /* What the rule compares: the formula scaled by the efficiency a candidate
@@ -828,6 +865,7 @@ MS_TEST_MAIN(ms_test_add_suite("auto", (ms_test_case[]){
                                            {"slow link picks zstd", test_slow_link_picks_zstd},
                                            {"fast link picks none or lz4", test_fast_link_picks_none_or_lz4},
                                            {"a costlier compressor must promise 5% more", test_costlier_margin},
+                                           {"link unseen: never none", test_link_unseen_decide},
                                            {"cpu-bound picks lz4", test_cpu_bound_picks_lz4},
                                            {"hysteresis", test_hysteresis},
                                            {"estimate and trial", test_estimate_and_trial},

@@ -456,6 +456,42 @@ static void test_dedup_copies_take_no_slot(void)
     }
 }
 
+/* The content a duplicate matched becomes the most recent: a four-page
+ * dedup store that then takes one new page evicts the next oldest, not the
+ * original just referenced. */
+static void test_dedup_refresh(void)
+{
+    uint64_t rs = 10, bytes = 1, hi = 1 << 20;
+    while (bytes < hi) { /* the smallest budget that holds four pages */
+        uint64_t mid = bytes + (hi - bytes) / 2;
+        ms_page_coder_config cfg = {.stages = MS_STAGE_DEDUP, .page_size = PS, .dedup_bytes = mid};
+        ms_page_coder *pc = coder_cfg(&cfg);
+        if (ms_page_coder_cache_capacity(pc) >= 4)
+            hi = mid;
+        else
+            bytes = mid + 1;
+        ms_page_coder_free(pc);
+    }
+    pair p;
+    pair_open(&p, "dedup,lz4", PS, bytes, 4);
+    CU_ASSERT_EQUAL(ms_page_coder_cache_capacity(p.enc), 4);
+    uint8_t *pg = malloc(5 * PS);
+    uint64_t pfn[4] = {0, 1, 2, 3};
+    for (int i = 0; i < 5; i++)
+        t_fill(pg + i * PS, PS, TK_TEXT, &rs);
+    CU_ASSERT_EQUAL(send_dups(&p, pfn, pg, 4, false), 0);
+    uint64_t at = 100;
+    CU_ASSERT_EQUAL(send_dups(&p, &at, pg, 1, true), 1);     /* c0 again: pfn 0 refreshed */
+    at = 4;
+    CU_ASSERT_EQUAL(send_dups(&p, &at, pg + 4 * PS, 1, false), 0); /* new: evicts pfn 1 */
+    at = 200;
+    CU_ASSERT_EQUAL(send_dups(&p, &at, pg, 1, true), 1);     /* c0 still held */
+    at = 201;
+    CU_ASSERT_EQUAL(send_dups(&p, &at, pg + PS, 1, false), 0); /* c1 gone */
+    free(pg);
+    pair_close(&p);
+}
+
 /* A hash of two bits collides all the time: byte compares keep every
  * reference right, and real duplicates are still found. */
 static void test_dedup_weak_hash(void)
@@ -819,6 +855,39 @@ static void test_gate_delta(void)
     free(pg);
 }
 
+/* One gated section; true if delta was passed over in it. */
+static bool gate_off_in(pair *p, gate_fill fill, uint8_t *pg, uint64_t *rs)
+{
+    uint64_t before = p->est.delta_off;
+    gate_section(p, 0, fill, pg, rs);
+    return p->est.delta_off > before;
+}
+
+/* A trial that pays resets the stretch: after stretches have grown on
+ * rewritten pages, a spell where delta pays, then rewritten pages again:
+ * the next stretch off is the shortest again, not the longest. */
+static void test_gate_backoff_resets(void)
+{
+    uint64_t rs = 80;
+    uint8_t *pg = calloc(GPAGES, GPS);
+    pair p;
+    pair_open_gated(&p, "zero,delta,lz4");
+    for (unsigned k = 0; k < 400; k++) /* stretches 16, 32, 64, 128 */
+        gate_section(&p, 0, fill_random, pg, &rs);
+    unsigned on_run = 0;
+    for (unsigned k = 0; k < 2000 && on_run < 40; k++)
+        on_run = gate_off_in(&p, fill_touch, pg, &rs) ? 0 : on_run + 1;
+    CU_ASSERT_EQUAL_FATAL(on_run, 40);
+    unsigned k = 0, off_run = 0;
+    while (k++ < 200 && !gate_off_in(&p, fill_random, pg, &rs))
+        ;
+    for (off_run = 1; off_run < 1000 && gate_off_in(&p, fill_random, pg, &rs); off_run++)
+        ;
+    CU_ASSERT_EQUAL(off_run, MS_GATE_OFF_MIN);
+    pair_close(&p);
+    free(pg);
+}
+
 /* Dedup is never gated: after 200 sections of unique pages, in which it
  * found nothing, it still finds the latest contents at other pfns; delta,
  * gated meanwhile, left every page kept because dedup may want it. */
@@ -897,12 +966,14 @@ MS_TEST_MAIN({
         {"dedup: within a section, across sections, overwritten targets", test_dedup_references},
         {"dedup: contents evicted on both sides are not referenced", test_dedup_eviction},
         {"dedup: without delta a copy takes no slot", test_dedup_copies_take_no_slot},
+        {"dedup: the content matched becomes the most recent", test_dedup_refresh},
         {"dedup: forced hash collisions", test_dedup_weak_hash},
         {"page coder: every byte of a section flipped", test_corrupt_flips},
         {"page coder: every truncation, extra bytes", test_corrupt_truncations},
         {"page coder: crafted defects named precisely", test_corrupt_crafted},
         {"page coder: configuration checks", test_config},
         {"gate: delta passed over while it saves nothing, back when it pays", test_gate_delta},
+        {"gate: a trial that pays resets the stretch", test_gate_backoff_resets},
         {"gate: dedup never gated, its pages kept while delta is off", test_gate_keeps_dedup},
         {"gate: off unless asked for", test_gate_off_by_default},
         {NULL, NULL},

@@ -478,7 +478,7 @@ typedef struct client_arg {
     const uint8_t *key;
     int rc;
     char msg[512];
-    bool raw_version2;
+    bool raw_next_version;
 } client_arg;
 
 static void *client_main(void *arg)
@@ -494,19 +494,19 @@ static void *client_main(void *arg)
     ca->rc = ms_tcp_connect("127.0.0.1", port, &opt, &c);
     if (ca->rc < 0)
         goto out;
-    if (ca->raw_version2) {
-        /* A peer from the future: its hello says version 2. */
+    if (ca->raw_next_version) {
+        /* A peer from the future: its hello says the next version. */
         ms_hello h = {.version = MS_WIRE_VERSION, .role = MS_ROLE_SENDER, .channels = 1, .page_size = 4096};
         uint8_t b[MS_HELLO_SIZE];
         strcpy(h.chain, "lz4:1");
         ms_hello_pack(&h, b);
-        ms_put_le32(b + 8, 2);
+        ms_put_le32(b + 8, MS_WIRE_VERSION + 1);
         ms_conn_send(c, b, sizeof b);
         ca->rc = ms_conn_recv(c, b, sizeof b, NULL);
         /* The listener answers with its own version so this peer can
          * report the mismatch; then it hangs up. */
         if (ca->rc == MS_OK && (ca->rc = ms_hello_unpack(b, &h)) == MS_OK)
-            ca->rc = h.version == 2 ? MS_OK : MS_ERR_VERSION;
+            ca->rc = h.version == MS_WIRE_VERSION + 1 ? MS_OK : MS_ERR_VERSION;
         if (ms_conn_recv(c, b, 1, NULL) != MS_ERR_CLOSED)
             ca->rc = MS_ERR_INVAL;
         ms_conn_close(c);
@@ -538,7 +538,7 @@ static void test_wrong_key_and_version_then_legit(void)
     th_rx rx;
     th_sink sink;
     ms_tcp_options opt = {.timeout_ms = 3000};
-    client_arg bad = {.key = th_key_b}, old = {.raw_version2 = true}, good = {.key = th_key_a};
+    client_arg bad = {.key = th_key_b}, old = {.raw_next_version = true}, good = {.key = th_key_a};
     pthread_t t;
 
     memset(&rx, 0, sizeof rx);
@@ -556,7 +556,7 @@ static void test_wrong_key_and_version_then_legit(void)
     CU_ASSERT_EQUAL(bad.rc, MS_ERR_AUTH);
     pthread_create(&t, NULL, client_main, &old);
     pthread_join(t, NULL);
-    fprintf(stderr, "\n    version 2 peer sees: %s", ms_strerror(old.rc));
+    fprintf(stderr, "\n    next-version peer sees: %s", ms_strerror(old.rc));
     /* (MS_ERR_VERSION here means: answered with another version, then closed.) */
     CU_ASSERT_EQUAL(old.rc, MS_ERR_VERSION);
     pthread_create(&t, NULL, client_main, &good);
@@ -569,8 +569,8 @@ static void test_wrong_key_and_version_then_legit(void)
     th_sink_free(&sink);
 }
 
-/* The sender side of a version mismatch: a receiver answering with
- * version 2 is refused with MS_ERR_VERSION. */
+/* The sender side of a version mismatch: a receiver answering with the
+ * next version is refused with MS_ERR_VERSION. */
 static void *future_server(void *arg)
 {
     ms_conn *c = arg;
@@ -578,7 +578,7 @@ static void *future_server(void *arg)
     ms_hello h = {.version = MS_WIRE_VERSION, .role = MS_ROLE_RECEIVER};
     if (ms_conn_recv(c, b, sizeof b, NULL) == MS_OK) {
         ms_hello_pack(&h, b);
-        ms_put_le32(b + 8, 2);
+        ms_put_le32(b + 8, MS_WIRE_VERSION + 1);
         ms_conn_send(c, b, sizeof b);
     }
     return NULL;
@@ -600,7 +600,7 @@ static void test_sender_sees_version_mismatch(void)
     pthread_join(t, NULL);
     fprintf(stderr, "\n    %s", ms_last_error());
     CU_ASSERT_EQUAL(rc, MS_ERR_VERSION);
-    th_expect_msg(ms_last_error(), "version 2");
+    th_expect_msg(ms_last_error(), "version 3");
     ms_conn_close(b);
 }
 

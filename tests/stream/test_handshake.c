@@ -95,7 +95,7 @@ static void test_hello_version(void)
     h.version = MS_WIRE_VERSION + 1;
     ms_hello_pack(&h, b);
     CU_ASSERT_EQUAL(ms_hello_unpack(b, &g), MS_ERR_VERSION);
-    expect_msg(ms_last_error(), "peer speaks wire version 2, this build speaks version 1");
+    expect_msg(ms_last_error(), "peer speaks wire version 3, this build speaks version 2");
 }
 
 static void expect_hello_refused(const ms_hello *h, const char *needle)
@@ -339,12 +339,12 @@ static void test_param_mismatch(void)
 }
 
 /* A fake server that speaks another version. */
-static void *fake_v2_server(void *arg)
+static void *fake_next_server(void *arg)
 {
     side *s = arg;
     uint8_t in[MS_HELLO_SIZE], out[MS_HELLO_SIZE];
     ms_hello h = make_hello(MS_ROLE_RECEIVER, 0, 0, 0, "");
-    h.version = 2;
+    h.version = MS_WIRE_VERSION + 1;
     ms_hello_pack(&h, out);
     s->rc = ms_conn_recv(s->c, in, sizeof in, NULL);
     if (s->rc == MS_OK)
@@ -359,31 +359,31 @@ static void test_version_mismatch(void)
     uint8_t b[MS_HELLO_SIZE];
     ms_hello h;
 
-    /* Our client against a v2 server. */
+    /* Our client against a server of the next version. */
     memset(&cl, 0, sizeof cl);
     memset(&sv, 0, sizeof sv);
     conn_pair(&cl.c, &sv.c);
     cl.mine = sender_hello();
-    CU_ASSERT_FATAL(pthread_create(&t, NULL, fake_v2_server, &sv) == 0);
+    CU_ASSERT_FATAL(pthread_create(&t, NULL, fake_next_server, &sv) == 0);
     client_run(&cl);
     pthread_join(t, NULL);
     CU_ASSERT_EQUAL(cl.rc, MS_ERR_VERSION);
-    expect_msg(cl.msg, "peer speaks wire version 2, this build speaks version 1");
+    expect_msg(cl.msg, "peer speaks wire version 3, this build speaks version 2");
     ms_conn_close(cl.c);
     ms_conn_close(sv.c);
 
-    /* A v2 client against our server: the server refuses and answers with
+    /* A client of the next version against our server: the server refuses and answers with
      * its own version so the client can say why. */
     memset(&sv, 0, sizeof sv);
     conn_pair(&cl.c, &sv.c);
     sv.mine = receiver_any();
     h = sender_hello();
-    h.version = 2;
+    h.version = MS_WIRE_VERSION + 1;
     ms_hello_pack(&h, b);
     CU_ASSERT_EQUAL(ms_conn_send(cl.c, b, sizeof b), MS_OK);
     server_main(&sv);
     CU_ASSERT_EQUAL(sv.rc, MS_ERR_VERSION);
-    expect_msg(sv.msg, "peer speaks wire version 2, this build speaks version 1");
+    expect_msg(sv.msg, "peer speaks wire version 3, this build speaks version 2");
     CU_ASSERT_EQUAL(ms_conn_recv(cl.c, b, sizeof b, NULL), MS_OK);
     CU_ASSERT_EQUAL(ms_get_le32(b + 8), MS_WIRE_VERSION);
     CU_ASSERT_EQUAL(ms_hello_unpack(b, &h), MS_OK);

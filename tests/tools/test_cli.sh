@@ -164,10 +164,10 @@ rc=$?
 [ $rc = 1 ] && grep -qi "without END\|inside frame" "$T/cut.out" && ok || bad "exit $rc: $(cat "$T/cut.out")"
 step "inspect: a hello of another version is refused (exit 4)"
 cp "$T/rec" "$T/rec.v2"
-printf '\x02' | dd of="$T/rec.v2" bs=1 seek=8 conv=notrunc 2>/dev/null
+printf '\x03' | dd of="$T/rec.v2" bs=1 seek=8 conv=notrunc 2>/dev/null
 timeout 30 "$M" inspect "$T/rec.v2" >"$T/v2.out" 2>&1
 rc=$?
-[ $rc = 4 ] && grep -q "version 2" "$T/v2.out" && ok || bad "exit $rc: $(cat "$T/v2.out")"
+[ $rc = 4 ] && grep -q "version 3" "$T/v2.out" && ok || bad "exit $rc: $(cat "$T/v2.out")"
 
 # ---- keys -------------------------------------------------------------------------
 step "wrong key: refused (exit 5), the listener then serves the right one"

@@ -155,12 +155,12 @@ t_fault_version() { # a sender claiming another wire version
   t0=$(now)
   rdma_stream recv "$ip:7012" --mb 4 --accept-timeout 15 >/tmp/vr.log 2>&1 &
   r=$!
-  rdma_stream hello "$peer:7012" --wire-version 2 >/tmp/vs.log 2>&1
+  rdma_stream hello "$peer:7012" --wire-version 3 >/tmp/vs.log 2>&1
   s=$?
   el=$(since $t0)
   wait_for $r 40; rc=$?
   show hello /tmp/vs.log; show recv /tmp/vr.log
-  if [ $s -eq 0 ] && grep -q "wire version" /tmp/vs.log && grep -qiE "dropped connection.*version 2" /tmp/vr.log; then
+  if [ $s -eq 0 ] && grep -q "wire version" /tmp/vs.log && grep -qiE "dropped connection.*version 3" /tmp/vr.log; then
     result fault-version PASS "in ${el}s: $(grep OK /tmp/vs.log | cut -c1-120); receiver: $(grep -i dropped /tmp/vr.log | head -1 | cut -c1-160)"
   else
     result fault-version FAIL "hello exit $s after ${el}s, receiver exit $rc"
