@@ -375,23 +375,31 @@ static void test_dedup_references(void)
     free(b);
 }
 
-/* A store of four pages: a content evicted on both sides is never
- * referenced. */
-static void test_dedup_eviction(void)
+/* The smallest budget per stage (dedup_bytes and delta_cache_bytes alike)
+ * whose page store holds `pages` pages. */
+static uint64_t store_budget(uint32_t stages, uint64_t pages)
 {
-    uint64_t rs = 8;
-    uint64_t bytes = 0, lo = 1, hi = 1 << 20;
-    while (lo < hi) { /* the smallest dedup budget that holds four pages */
+    uint64_t lo = 1, hi = 1 << 20;
+    while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
-        ms_page_coder_config cfg = {.stages = MS_STAGE_DEDUP, .page_size = PS, .dedup_bytes = mid};
+        ms_page_coder_config cfg = {.stages = stages, .page_size = PS, .dedup_bytes = mid,
+                                    .delta_cache_bytes = mid};
         ms_page_coder *pc = coder_cfg(&cfg);
-        if (ms_page_coder_cache_capacity(pc) >= 4)
+        if (ms_page_coder_cache_capacity(pc) >= pages)
             hi = mid;
         else
             lo = mid + 1;
         ms_page_coder_free(pc);
     }
-    bytes = lo;
+    return lo;
+}
+
+/* A store of four pages: a content evicted on both sides is never
+ * referenced. */
+static void test_dedup_eviction(void)
+{
+    uint64_t rs = 8;
+    uint64_t bytes = store_budget(MS_STAGE_DEDUP, 4);
     pair p;
     pair_open(&p, "dedup,lz4", PS, bytes, 8);
     CU_ASSERT_EQUAL(ms_page_coder_cache_capacity(p.enc), 4);
@@ -418,19 +426,8 @@ static void test_dedup_eviction(void)
 static void test_dedup_copies_take_no_slot(void)
 {
     for (int with_delta = 0; with_delta < 2; with_delta++) {
-        uint64_t rs = 9, bytes = 1, hi = 1 << 20;
-        uint32_t stages = MS_STAGE_DEDUP | (with_delta ? MS_STAGE_DELTA : 0);
-        while (bytes < hi) { /* the smallest budget that holds four pages */
-            uint64_t mid = bytes + (hi - bytes) / 2;
-            ms_page_coder_config cfg = {.stages = stages, .page_size = PS, .dedup_bytes = mid,
-                                        .delta_cache_bytes = mid};
-            ms_page_coder *pc = coder_cfg(&cfg);
-            if (ms_page_coder_cache_capacity(pc) >= 4)
-                hi = mid;
-            else
-                bytes = mid + 1;
-            ms_page_coder_free(pc);
-        }
+        uint64_t rs = 9;
+        uint64_t bytes = store_budget(MS_STAGE_DEDUP | (with_delta ? MS_STAGE_DELTA : 0), 4);
         pair p;
         uint64_t total = with_delta ? 2 * bytes : bytes; /* pair_open splits it between the stages */
         pair_open(&p, with_delta ? "dedup,delta,lz4" : "dedup,lz4", PS, total, 4);
@@ -461,17 +458,7 @@ static void test_dedup_copies_take_no_slot(void)
  * original just referenced. */
 static void test_dedup_refresh(void)
 {
-    uint64_t rs = 10, bytes = 1, hi = 1 << 20;
-    while (bytes < hi) { /* the smallest budget that holds four pages */
-        uint64_t mid = bytes + (hi - bytes) / 2;
-        ms_page_coder_config cfg = {.stages = MS_STAGE_DEDUP, .page_size = PS, .dedup_bytes = mid};
-        ms_page_coder *pc = coder_cfg(&cfg);
-        if (ms_page_coder_cache_capacity(pc) >= 4)
-            hi = mid;
-        else
-            bytes = mid + 1;
-        ms_page_coder_free(pc);
-    }
+    uint64_t rs = 10, bytes = store_budget(MS_STAGE_DEDUP, 4);
     pair p;
     pair_open(&p, "dedup,lz4", PS, bytes, 4);
     CU_ASSERT_EQUAL(ms_page_coder_cache_capacity(p.enc), 4);
