@@ -99,15 +99,12 @@ unsigned ms_auto_decide(const ms_auto_view *v, unsigned current, double hysteres
         if (c != MS_AUTO_NONE)
             max_c = fmax(max_c, t[c]);
     }
+    /* The cheapest compressor within the hysteresis of sending as is and
+     * within COSTLIER_MARGIN of the other compressors. */
     unsigned best = MS_AUTO_LZ4;
-    while (best < MS_AUTO_NCAND && !(t[best] > 0 && t[best] * tol >= max_t))
+    while (best < MS_AUTO_NCAND &&
+           !(t[best] > 0 && t[best] * tol >= t[MS_AUTO_NONE] && t[best] * within >= max_c))
         best++;
-    /* Among the compressors, the costlier must clear COSTLIER_MARGIN. */
-    for (unsigned c = MS_AUTO_LZ4; best < MS_AUTO_NCAND && c < best; c++)
-        if (t[c] > 0 && t[c] * within >= max_c) {
-            best = c;
-            break;
-        }
     /* Coming down from a costlier current choice needs its lead to fall
      * under half the margin, or estimates hovering at the margin would
      * swap the two at every chance. */
