@@ -303,7 +303,7 @@ typedef struct page_item {
 
 /* Sender: whether delta pays (MS_GATE_* in codecs.h). */
 typedef struct stage_gate {
-    uint64_t pages, seen, saved; /* since the last verdict: pages examined, their bytes, bytes saved */
+    uint64_t pages, saved;       /* since the last verdict: pages examined, bytes saved */
     uint32_t off_left;           /* sections still to pass the stage over */
     uint32_t off_next;           /* length of the next stretch off */
 } stage_gate;
@@ -491,10 +491,9 @@ static size_t encode_dup(ms_page_coder *pc, size_t i, uint64_t pfn, const uint8_
 }
 
 /* A page the stage examined, and the bytes it saved (0: none). */
-static inline void gate_count(stage_gate *g, size_t ps, size_t saved)
+static inline void gate_count(stage_gate *g, size_t saved)
 {
     g->pages++;
-    g->seen += ps;
     g->saved += saved;
 }
 
@@ -510,7 +509,7 @@ static size_t try_delta(ms_page_coder *pc, uint64_t pfn, const uint8_t *page, ui
     size_t n = ms_delta_encode(store_data(&pc->store, i), page, pc->ps, p + u, pc->ps - u);
     if (!n) {
         st->delta_nogain++;
-        gate_count(&pc->delta_gate, pc->ps, 0);
+        gate_count(&pc->delta_gate, 0);
         return 0;
     }
     size_t l = ms_uleb_size(n);
@@ -518,7 +517,7 @@ static size_t try_delta(ms_page_coder *pc, uint64_t pfn, const uint8_t *page, ui
         memmove(p + l, p + u, n);
     ms_uleb_put(p, n);
     st->delta++;
-    gate_count(&pc->delta_gate, pc->ps, pc->ps - (l + n));
+    gate_count(&pc->delta_gate, pc->ps - (l + n));
     return l + n;
 }
 
@@ -610,17 +609,17 @@ static uint32_t gate_open(ms_page_coder *pc)
 /* A verdict once the stage has examined a window of pages: saving under
  * the gain buys a stretch off, each failed trial doubling the next one, so
  * a stage that never pays costs about 1/MS_GATE_OFF_MAX of its work. */
-static void gate_judge(stage_gate *g)
+static void gate_judge(stage_gate *g, size_t ps)
 {
     if (g->pages < MS_GATE_WINDOW)
         return;
-    if ((double)g->saved < MS_GATE_MIN_GAIN * (double)g->seen) {
+    if ((double)g->saved < MS_GATE_MIN_GAIN * (double)g->pages * (double)ps) {
         g->off_left = g->off_next;
         g->off_next = g->off_next * 2 > MS_GATE_OFF_MAX ? MS_GATE_OFF_MAX : g->off_next * 2;
     } else {
         g->off_next = MS_GATE_OFF_MIN;
     }
-    g->pages = g->seen = g->saved = 0;
+    g->pages = g->saved = 0;
 }
 
 int ms_page_coder_encode(ms_page_coder *pc, const uint64_t *pfns, const uint8_t *pages, size_t count,
@@ -655,7 +654,7 @@ int ms_page_coder_encode(ms_page_coder *pc, const uint64_t *pfns, const uint8_t 
         p += count;
         commit(pc, pfns, pc->tags, pages, count, dedup ? pc->hashes : NULL);
         if (pc->gate)
-            gate_judge(&pc->delta_gate);
+            gate_judge(&pc->delta_gate, pc->ps);
     }
     out->len += (size_t)(p - start);
     local.pages = count;
