@@ -70,6 +70,13 @@ def fmt(xs, f, spread):
     return (f + " (" + f + "–" + f + ")") % (med(xs), min(xs), max(xs))
 
 
+def cells(runs, links, order):
+    """(link, workload) pairs of the runs, links and workloads in report order."""
+    for link in links:
+        for wl in sorted({k[1] for k in runs if k[0] == link}, key=lambda w: order.index(w) if w in order else 99):
+            yield link, wl
+
+
 def load_paired(outdir):
     """{(link, wl): [(precopy report, fragmented report), ...]}, one pair
     per repetition file."""
@@ -154,33 +161,31 @@ def main():
     links = sorted({k[0] for k in runs}, key=lambda l: ["loopback", "tbf"].index(l) if l in ("loopback", "tbf") else 9)
     print("| link | workload | policy | n | total s | first pass s | after it s | downtime ms | live rounds | wire MiB | verified | vs precopy: time / downtime / bytes / after-first-pass time |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for link in links:
-        wls = sorted({k[1] for k in runs if k[0] == link}, key=lambda w: order.index(w) if w in order else 99)
-        for wl in wls:
-            base = runs.get((link, wl, "precopy"), [])
-            bt = med([r["total_s"] for r in base])
-            bd = med([r["downtime_s"] for r in base])
-            bw = med([r["wire_bytes"] for r in base])
-            ba = med([after_first(r) for r in base])
-            for pol in ("precopy", "fragmented", "downtime"):
-                rs = runs.get((link, wl, pol), [])
-                if not rs:
-                    continue
-                ts = [r["total_s"] for r in rs]
-                ds = [r["downtime_s"] * 1000 for r in rs]
-                ws = [r["wire_bytes"] / 1048576 for r in rs]
-                t, d, w = med(ts), med(ds) / 1000, med(ws) * 1048576
-                n = med([r["live_rounds"] for r in rs])
-                fp = med([first_pass(r) for r in rs])
-                af = med([after_first(r) for r in rs])
-                ok = all(r["verification"]["done"] and r["verification"]["ok"] for r in rs)
-                cmp = ""
-                if pol != "precopy" and base:
-                    cmp = "%+.0f%% / %+.0f%% / %+.0f%% / %+.0f%%" % ((t / bt - 1) * 100, (d / bd - 1) * 100,
-                                                          (w / bw - 1) * 100, (af / ba - 1) * 100)
-                print("| %s | %s | %s | %d | %s | %.2f | %.2f | %s | %g | %s | %s | %s |" % (
-                    link, wl, pol, len(rs), fmt(ts, "%.2f", spread), fp, af, fmt(ds, "%.1f", spread), n,
-                    fmt(ws, "%.1f", spread), "yes" if ok else "NO", cmp))
+    for link, wl in cells(runs, links, order):
+        base = runs.get((link, wl, "precopy"), [])
+        bt = med([r["total_s"] for r in base])
+        bd = med([r["downtime_s"] for r in base])
+        bw = med([r["wire_bytes"] for r in base])
+        ba = med([after_first(r) for r in base])
+        for pol in ("precopy", "fragmented", "downtime"):
+            rs = runs.get((link, wl, pol), [])
+            if not rs:
+                continue
+            ts = [r["total_s"] for r in rs]
+            ds = [r["downtime_s"] * 1000 for r in rs]
+            ws = [r["wire_bytes"] / 1048576 for r in rs]
+            t, d, w = med(ts), med(ds) / 1000, med(ws) * 1048576
+            n = med([r["live_rounds"] for r in rs])
+            fp = med([first_pass(r) for r in rs])
+            af = med([after_first(r) for r in rs])
+            ok = all(r["verification"]["done"] and r["verification"]["ok"] for r in rs)
+            cmp = ""
+            if pol != "precopy" and base:
+                cmp = "%+.0f%% / %+.0f%% / %+.0f%% / %+.0f%%" % ((t / bt - 1) * 100, (d / bd - 1) * 100,
+                                                      (w / bw - 1) * 100, (af / ba - 1) * 100)
+            print("| %s | %s | %s | %d | %s | %.2f | %.2f | %s | %g | %s | %s | %s |" % (
+                link, wl, pol, len(rs), fmt(ts, "%.2f", spread), fp, af, fmt(ds, "%.1f", spread), n,
+                fmt(ws, "%.1f", spread), "yes" if ok else "NO", cmp))
     print_bounds(runs, links, order)
     print_dirty_rates(outdir, order)
 
@@ -189,17 +194,15 @@ def print_bounds(runs, links, order):
     print()
     print("| link | workload | precopy: total s | its first pass s | largest time cut any policy could make | fragmented's cut |")
     print("|---|---|---|---|---|---|")
-    for link in links:
-        wls = sorted({k[1] for k in runs if k[0] == link}, key=lambda w: order.index(w) if w in order else 99)
-        for wl in wls:
-            base = runs.get((link, wl, "precopy"), [])
-            frag = runs.get((link, wl, "fragmented"), [])
-            if not base:
-                continue
-            bt = med([r["total_s"] for r in base])
-            fp = med([first_pass(r) for r in base])
-            cut = "%.0f%%" % ((1 - med([r["total_s"] for r in frag]) / bt) * 100) if frag else "-"
-            print("| %s | %s | %.2f | %.2f | %.0f%% | %s |" % (link, wl, bt, fp, (1 - fp / bt) * 100, cut))
+    for link, wl in cells(runs, links, order):
+        base = runs.get((link, wl, "precopy"), [])
+        frag = runs.get((link, wl, "fragmented"), [])
+        if not base:
+            continue
+        bt = med([r["total_s"] for r in base])
+        fp = med([first_pass(r) for r in base])
+        cut = "%.0f%%" % ((1 - med([r["total_s"] for r in frag]) / bt) * 100) if frag else "-"
+        print("| %s | %s | %.2f | %.2f | %.0f%% | %s |" % (link, wl, bt, fp, (1 - fp / bt) * 100, cut))
 
 
 def print_dirty_rates(outdir, order):
